@@ -1,0 +1,78 @@
+"""MIMIC-III v1.4 loader: a folder of CSV tables (``.csv`` or ``.csv.gz``, upper- or lower-case headers) -> RawTables.
+
+Tables read: ADMISSIONS, PATIENTS, DIAGNOSES_ICD, PROCEDURES_ICD, PRESCRIPTIONS, D_ICD_DIAGNOSES, D_ICD_PROCEDURES.
+All ICD codes are ICD-9 (``dx9:`` / ``px9:``). Ages over 89 are shifted by about 300 years in MIMIC-III; they are
+mapped to 90.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from .errors import DataError
+from .raw import RawTables, drop_duplicates
+from .schema import diagnosis_id, procedure_id
+from .tables import normalize_ndc, parse_datetime, read_table
+
+PROFILE_FIELDS = ("insurance", "language", "religion", "marital_status", "ethnicity")
+
+
+def _codes(folder: Path, table: str, kind: str, counts: dict[str, int]) -> pl.DataFrame:
+    frame = read_table(folder, table, ["hadm_id", "seq_num", "icd9_code"])
+    frame = drop_duplicates(frame, table.lower(), counts)
+    make = diagnosis_id if kind == "dx" else procedure_id
+    prefix = make("", 9)
+    return frame.filter(pl.col("icd9_code").is_not_null() & pl.col("hadm_id").is_not_null()).select(
+        pl.col("hadm_id").alias("visit_id"),
+        (pl.lit(prefix) + pl.col("icd9_code").str.strip_chars()).alias("code"),
+        pl.col("seq_num").cast(pl.Int64, strict=False).fill_null(10_000).alias("seq"),
+    )
+
+
+def _titles(folder: Path, table: str, kind: str) -> dict[str, str]:
+    frame = read_table(folder, table, ["icd9_code", "long_title"])
+    make = diagnosis_id if kind == "dx" else procedure_id
+    return {make(c.strip(), 9): t for c, t in frame.iter_rows() if c is not None and t is not None}
+
+
+def load_mimic3(folder: str | Path) -> RawTables:
+    """Read a MIMIC-III v1.4 CSV folder into :class:`RawTables` (see :mod:`.raw` for the columns)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"MIMIC-III folder {folder} does not exist")
+    counts: dict[str, int] = {}
+    adm = read_table(
+        folder, "ADMISSIONS", ["subject_id", "hadm_id", "admittime", *PROFILE_FIELDS]
+    )
+    adm = drop_duplicates(adm, "admissions", counts)
+    adm = parse_datetime(adm, "admittime", "ADMISSIONS")
+    pat = read_table(folder, "PATIENTS", ["subject_id", "gender", "dob"])
+    pat = parse_datetime(drop_duplicates(pat, "patients", counts), "dob", "PATIENTS", required=False)
+    pat = pat.unique("subject_id", keep="first", maintain_order=True)
+    adm = adm.join(pat, on="subject_id", how="left")
+    age = (pl.col("admittime") - pl.col("dob")).dt.total_days() / 365.25
+    admissions = adm.select(
+        pl.col("subject_id").alias("patient_id"),
+        pl.col("hadm_id").alias("visit_id"),
+        "admittime",
+        pl.col("gender"),
+        pl.when(age >= 200).then(90.0).otherwise(age).alias("age"),
+        *PROFILE_FIELDS,
+    )
+    rx = read_table(folder, "PRESCRIPTIONS", ["hadm_id", "ndc"])
+    prescriptions = rx.filter(pl.col("hadm_id").is_not_null()).select(
+        pl.col("hadm_id").alias("visit_id"), normalize_ndc(pl.col("ndc")).alias("ndc")
+    ).unique()  # a drug given on several days is one (visit, NDC) fact
+    titles = _titles(folder, "D_ICD_DIAGNOSES", "dx") | _titles(folder, "D_ICD_PROCEDURES", "px")
+    return RawTables(
+        source="mimic3",
+        admissions=admissions,
+        diagnoses=_codes(folder, "DIAGNOSES_ICD", "dx", counts),
+        procedures=_codes(folder, "PROCEDURES_ICD", "px", counts),
+        prescriptions=prescriptions,
+        titles=titles,
+        profile_fields=PROFILE_FIELDS,
+        counts=counts,
+    )

@@ -1,0 +1,193 @@
+"""The model registry: entries declared in ``registry.yaml`` plus plugins from the ``medrec_bench.models`` entry points.
+
+An entry::
+
+    safedrug:
+      class: baselines.safedrug:SafeDrug     # import string, loaded lazily
+      aliases: [SafeDrug]
+      params: {epochs: 50}                   # overrides of the class's typed defaults
+      tags: [molecule, ddi]
+      citation: "Yang et al., IJCAI 2021"
+      description: one line
+      requires: [leader_t]                   # other models whose artifacts this one needs
+
+Unknown keys are errors naming the key; unknown params are errors naming the param. Names and aliases are matched
+case-insensitively. A plugin's entry point is a function returning ``{name: entry}`` in the same form.
+``medrec_bench`` never imports ``leader/`` or ``baselines/`` directly: everything goes through these import strings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENTRY_POINT_GROUP = "medrec_bench.models"
+ENTRY_KEYS = {"class", "aliases", "params", "tags", "citation", "description", "requires"}
+REQUIRED_KEYS = {"class"}
+
+
+class RegistryError(ValueError):
+    """A malformed registry entry or an unknown model name."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    class_path: str
+    aliases: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    citation: str = ""
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    source: str = "registry.yaml"
+
+    def load_class(self) -> type:
+        """Import the model class named by ``class_path`` (``package.module:Class``)."""
+        module_name, _, attr = self.class_path.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise RegistryError(f"model {self.name!r}: cannot import {module_name!r} ({exc})") from exc
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise RegistryError(f"model {self.name!r}: {module_name!r} has no {attr!r}") from None
+
+    def resolved_params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Registry defaults updated by ``overrides``, checked against the class's parameters."""
+        params = {**self.params, **(overrides or {})}
+        cls = self.load_class()
+        try:
+            cls.check_params(params)
+        except ValueError as exc:
+            raise RegistryError(f"model {self.name!r}: {exc}") from None
+        return params
+
+    def create(self, overrides: dict[str, Any] | None = None) -> Any:
+        """A new, unfitted instance with the resolved parameters."""
+        return self.load_class()(**self.resolved_params(overrides))
+
+
+def parse_entry(name: str, data: Any, source: str) -> ModelEntry:
+    """Validate one entry mapping (from YAML or a plugin)."""
+    if not isinstance(data, dict):
+        raise RegistryError(f"{source}: entry {name!r} must be a mapping, not {type(data).__name__}")
+    unknown = sorted(set(data) - ENTRY_KEYS)
+    if unknown:
+        raise RegistryError(f"{source}: entry {name!r} has unknown key {unknown[0]!r} "
+                            f"(allowed: {', '.join(sorted(ENTRY_KEYS))})")
+    missing = sorted(REQUIRED_KEYS - set(data))
+    if missing:
+        raise RegistryError(f"{source}: entry {name!r} has no {missing[0]!r}")
+    class_path = data["class"]
+    if not isinstance(class_path, str) or ":" not in class_path:
+        raise RegistryError(f"{source}: entry {name!r}: class must look like 'package.module:Class'")
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise RegistryError(f"{source}: entry {name!r}: params must be a mapping")
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = data.get(key) or []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RegistryError(f"{source}: entry {name!r}: {key} must be a list of strings")
+        return tuple(value)
+
+    return ModelEntry(name, class_path, strings("aliases"), dict(params), strings("tags"),
+                      str(data.get("citation", "")), str(data.get("description", "")), strings("requires"), source)
+
+
+class Registry:
+    """Model entries by name, with aliases."""
+
+    def __init__(self, entries: list[ModelEntry] | None = None) -> None:
+        self._entries: dict[str, ModelEntry] = {}
+        self._lookup: dict[str, str] = {}
+        for entry in entries or []:
+            self.add(entry)
+
+    def add(self, entry: ModelEntry) -> None:
+        for key in (entry.name, *entry.aliases):
+            owner = self._lookup.get(key.lower())
+            if owner is not None:
+                raise RegistryError(f"{entry.source}: name {key!r} of {entry.name!r} is already used by {owner!r} "
+                                    f"({self._entries[owner].source})")
+        self._entries[entry.name] = entry
+        for key in (entry.name, *entry.aliases):
+            self._lookup[key.lower()] = entry.name
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._lookup
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, name: str) -> ModelEntry:
+        """The entry for a name or alias (case-insensitive)."""
+        key = self._lookup.get(name.strip().lower())
+        if key is None:
+            raise RegistryError(f"unknown model {name!r}; available: {', '.join(sorted(self._entries))}")
+        return self._entries[key]
+
+
+def default_registry_path() -> Path:
+    """``$MEDREC_BENCH_REGISTRY`` or the ``registry.yaml`` at the top of the repository."""
+    env = os.environ.get("MEDREC_BENCH_REGISTRY")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "registry.yaml"
+
+
+def read_yaml_entries(path: Path) -> list[ModelEntry]:
+    if not path.exists():
+        raise RegistryError(f"registry file {path} not found (set MEDREC_BENCH_REGISTRY or install with pip -e)")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(data) - {"models"})
+    if unknown:
+        raise RegistryError(f"{path}: unknown top-level key {unknown[0]!r} (expected 'models')")
+    models = data.get("models") or {}
+    if not isinstance(models, dict):
+        raise RegistryError(f"{path}: 'models' must be a mapping of name -> entry")
+    return [parse_entry(str(name), entry, path.name) for name, entry in models.items()]
+
+
+def plugin_entries() -> list[ModelEntry]:
+    """Entries from every installed ``medrec_bench.models`` entry point."""
+    out: list[ModelEntry] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        source = f"plugin {ep.dist.name if ep.dist else ep.value}"
+        try:
+            provided = ep.load()()
+        except Exception as exc:  # a broken plugin must not hide the others, but must be reported clearly
+            raise RegistryError(f"{source}: entry point {ep.name!r} failed: {exc}") from exc
+        if not isinstance(provided, dict):
+            raise RegistryError(f"{source}: entry point {ep.name!r} must return a mapping of name -> entry")
+        out += [parse_entry(str(name), entry, source) for name, entry in provided.items()]
+    return out
+
+
+def load_registry(path: str | Path | None = None, plugins: bool = True) -> Registry:
+    """The registry of ``path`` (default :func:`default_registry_path`) plus installed plugins."""
+    registry = Registry(read_yaml_entries(Path(path) if path else default_registry_path()))
+    if plugins:
+        for entry in plugin_entries():
+            registry.add(entry)
+    return registry
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    return load_registry()

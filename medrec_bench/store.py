@@ -1,0 +1,652 @@
+"""Results store for medrec-bench, backed by stdlib ``sqlite3``.
+
+One SQLite file (default ``results/medrec.db``) holds one row per run in
+``runs`` and that run's aggregate metrics in ``metrics``.  Only aggregates are
+stored: no patient identifiers, no per-sample predictions (those live in the
+file named by ``predictions_path``, if any).
+
+Concurrency: several processes may write to the same file at once.  The
+database runs in WAL mode, every write happens inside ``BEGIN IMMEDIATE ...
+COMMIT`` and a write that meets ``database is locked`` is retried a bounded
+number of times with exponential backoff (on top of SQLite's own 60 s busy
+timeout).
+
+Atomicity: :meth:`ResultStore.record_run` writes the run row and all of its
+metric rows in one transaction, so a run row exists only together with its
+metrics; a process that dies mid-way leaves nothing behind.
+
+Schema version is kept in ``PRAGMA user_version`` (see :data:`SCHEMA_VERSION`)
+so that later migrations can be applied on open.
+
+Floats: SQLite stores NaN as NULL.  Metric ``mean``/``ci_low``/``ci_high`` read
+back as ``float('nan')`` when NULL, so they are always floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "SCHEMA_VERSION",
+    "MetricRow",
+    "ResultStore",
+    "RunRecord",
+    "canonical_json",
+    "params_hash",
+    "utc_now",
+]
+
+DEFAULT_DB_PATH = Path("results") / "medrec.db"
+SCHEMA_VERSION = 1
+
+_BUSY_TIMEOUT_S = 60
+_MAX_RETRIES = 8
+_BACKOFF_BASE_S = 0.05
+_BACKOFF_MAX_S = 2.0
+_MAX_ERROR_CHARS = 500
+
+_STATUSES = ("complete", "failed")
+_AVERAGINGS = ("sample", "patient")
+
+_T = TypeVar("_T")
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    run_key TEXT NOT NULL UNIQUE,
+    model TEXT NOT NULL,
+    params TEXT NOT NULL,
+    data TEXT NOT NULL,
+    data_fingerprint TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    git_commit TEXT,
+    versions TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('complete', 'failed')),
+    error TEXT,
+    train_seconds REAL,
+    predict_ms_per_sample REAL,
+    n_parameters INTEGER,
+    threshold REAL,
+    predictions_path TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_lookup ON runs (data, protocol, model, status);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    grp TEXT NOT NULL,
+    averaging TEXT NOT NULL CHECK (averaging IN ('sample', 'patient')),
+    metric TEXT NOT NULL,
+    mean REAL,
+    ci_low REAL,
+    ci_high REAL,
+    n_samples INTEGER,
+    n_patients INTEGER,
+    PRIMARY KEY (run_id, grp, averaging, metric)
+);
+"""
+
+_RUN_COLUMNS = (
+    "run_key",
+    "model",
+    "params",
+    "data",
+    "data_fingerprint",
+    "protocol",
+    "seed",
+    "git_commit",
+    "versions",
+    "started_at",
+    "ended_at",
+    "status",
+    "error",
+    "train_seconds",
+    "predict_ms_per_sample",
+    "n_parameters",
+    "threshold",
+    "predictions_path",
+)
+_METRIC_FIELDS = (
+    "group",
+    "averaging",
+    "metric",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n_samples",
+    "n_patients",
+)
+
+
+def utc_now() -> str:
+    """Current time as an ISO-8601 UTC string (seconds precision)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and compact separators (a stable text form).
+
+    A string is taken to be JSON already and is re-serialised canonically.
+    """
+    if isinstance(obj, str):
+        obj = json.loads(obj) if obj.strip() else {}
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def params_hash(params: Any, data_fingerprint: str) -> str:
+    """Short hash (8 hex chars) of a params JSON together with a data fingerprint.
+
+    This is the ``params_hash`` that :meth:`ResultStore.leaderboard_records`
+    reports; it identifies one (params, data fingerprint) configuration.
+    """
+    text = canonical_json(params) + "\n" + str(data_fingerprint)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs``.
+
+    ``params`` and ``versions`` are JSON text; a dict passed here is accepted
+    and stored canonically (sorted keys).  Values read back are always the
+    canonical JSON string.  ``started_at``/``ended_at`` default to the time of
+    writing.  ``status`` and ``error`` are set by the store
+    (:meth:`ResultStore.record_run` / :meth:`ResultStore.record_failure`).
+    ``id`` is None until the run has been stored.
+    """
+
+    run_key: str
+    model: str
+    params: str
+    data: str
+    data_fingerprint: str
+    protocol: str
+    seed: int
+    git_commit: str | None = None
+    versions: str = "{}"
+    started_at: str | None = None
+    ended_at: str | None = None
+    status: str = "complete"
+    error: str | None = None
+    train_seconds: float | None = None
+    predict_ms_per_sample: float | None = None
+    n_parameters: int | None = None
+    threshold: float | None = None
+    predictions_path: str | None = None
+    id: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One row of ``metrics`` (``group`` is the ``grp`` column)."""
+
+    group: str
+    averaging: str
+    metric: str
+    mean: float
+    ci_low: float
+    ci_high: float
+    n_samples: int | None
+    n_patients: int | None
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc).lower()
+    return "locked" in msg or "busy" in msg
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _nan_if_none(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _one_line_error(error: Any) -> str:
+    """Reduce an error (message or traceback) to one short line.
+
+    For a traceback the last non-empty line (``ExcType: message``) is kept,
+    otherwise the first non-empty line; the result is truncated.
+    """
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if not lines:
+        return "unknown error"
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    line = " ".join(line.split())
+    if len(line) > _MAX_ERROR_CHARS:
+        line = line[: _MAX_ERROR_CHARS - 3] + "..."
+    return line
+
+
+def _to_metric_row(obj: Any) -> MetricRow:
+    """Convert a MetricRow / MetricResult-like object (or mapping) to MetricRow."""
+    if isinstance(obj, MetricRow):
+        row = obj
+    else:
+        if isinstance(obj, Mapping):
+            values = {name: obj[name] for name in _METRIC_FIELDS}
+        else:
+            values = {name: getattr(obj, name) for name in _METRIC_FIELDS}
+        row = MetricRow(
+            group=str(values["group"]),
+            averaging=str(values["averaging"]),
+            metric=str(values["metric"]),
+            mean=_nan_if_none(values["mean"]),
+            ci_low=_nan_if_none(values["ci_low"]),
+            ci_high=_nan_if_none(values["ci_high"]),
+            n_samples=_opt_int(values["n_samples"]),
+            n_patients=_opt_int(values["n_patients"]),
+        )
+    if row.averaging not in _AVERAGINGS:
+        raise ValueError(f"averaging must be one of {_AVERAGINGS}, got {row.averaging!r}")
+    return row
+
+
+def _run_from_row(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=int(row["id"]),
+        run_key=row["run_key"],
+        model=row["model"],
+        params=row["params"],
+        data=row["data"],
+        data_fingerprint=row["data_fingerprint"],
+        protocol=row["protocol"],
+        seed=int(row["seed"]),
+        git_commit=row["git_commit"],
+        versions=row["versions"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        status=row["status"],
+        error=row["error"],
+        train_seconds=_opt_float(row["train_seconds"]),
+        predict_ms_per_sample=_opt_float(row["predict_ms_per_sample"]),
+        n_parameters=_opt_int(row["n_parameters"]),
+        threshold=_opt_float(row["threshold"]),
+        predictions_path=row["predictions_path"],
+    )
+
+
+def _metric_from_row(row: sqlite3.Row) -> MetricRow:
+    return MetricRow(
+        group=row["grp"],
+        averaging=row["averaging"],
+        metric=row["metric"],
+        mean=_nan_if_none(row["mean"]),
+        ci_low=_nan_if_none(row["ci_low"]),
+        ci_high=_nan_if_none(row["ci_high"]),
+        n_samples=_opt_int(row["n_samples"]),
+        n_patients=_opt_int(row["n_patients"]),
+    )
+
+
+class _ReplayableIterable:
+    """Iterates a source once, caching items, so a retried transaction sees them all."""
+
+    def __init__(self, source: Iterable[Any]) -> None:
+        self._iter = iter(source)
+        self._cache: list[MetricRow] = []
+
+    def __iter__(self) -> Iterator[MetricRow]:
+        yield from list(self._cache)
+        for item in self._iter:
+            row = _to_metric_row(item)
+            self._cache.append(row)
+            yield row
+
+
+class ResultStore:
+    """SQLite-backed store of benchmark runs and their aggregate metrics.
+
+    Use as ``with ResultStore(path) as store: ...`` or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB_PATH) -> None:
+        """Open (creating if needed) the database at ``path``."""
+        self.path = str(path)
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None
+        )
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_S * 1000}")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._retry(lambda: self._conn_or_raise().execute("PRAGMA journal_mode=WAL").fetchone())
+            self._write(self._ensure_schema)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ infra
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _conn_or_raise(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("ResultStore is closed")
+        return self._conn
+
+    @staticmethod
+    def _retry(fn: Callable[[], _T]) -> _T:
+        """Call ``fn``, retrying on 'database is locked' with bounded backoff."""
+        for attempt in range(_MAX_RETRIES + 1):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or attempt == _MAX_RETRIES:
+                    raise
+                delay = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2**attempt)
+                time.sleep(delay * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(conn)`` inside BEGIN IMMEDIATE ... COMMIT, with retries."""
+        conn = self._conn_or_raise()
+
+        def attempt() -> _T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retry(attempt)
+
+    def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        conn = self._conn_or_raise()
+        params = tuple(args)
+        return self._retry(lambda: conn.execute(sql, params).fetchall())
+
+    @staticmethod
+    def _ensure_schema(conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"results database has schema version {version}, "
+                f"this code supports up to {SCHEMA_VERSION}"
+            )
+        if version < 1:
+            for statement in _SCHEMA_V1.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Future migrations: ``if version < 2: ...`` here.
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version recorded in the database file."""
+        return int(self._read("PRAGMA user_version")[0][0])
+
+    # ----------------------------------------------------------------- writes
+    @staticmethod
+    def _normalise(run: RunRecord, status: str, error: str | None) -> RunRecord:
+        now = utc_now()
+        ended = run.ended_at or now
+        return dataclasses.replace(
+            run,
+            params=canonical_json(run.params),
+            versions=canonical_json(run.versions if run.versions is not None else {}),
+            seed=int(run.seed),
+            started_at=run.started_at or ended,
+            ended_at=ended,
+            status=status,
+            error=error,
+            id=None,
+        )
+
+    @staticmethod
+    def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> int:
+        cols = ", ".join(_RUN_COLUMNS)
+        marks = ", ".join("?" for _ in _RUN_COLUMNS)
+        cur = conn.execute(
+            f"INSERT INTO runs ({cols}) VALUES ({marks})",
+            tuple(getattr(run, c) for c in _RUN_COLUMNS),
+        )
+        return int(cur.lastrowid)
+
+    def record_run(self, run: RunRecord, metrics: Iterable[Any]) -> int:
+        """Store a complete run and all its metrics in one transaction; return its id.
+
+        An existing complete run with the same ``run_key`` is kept as is (its
+        id is returned, ``metrics`` are not read); an existing failed one is
+        replaced.  ``metrics`` may be any iterable of objects (or mappings)
+        with the :class:`MetricRow` fields; if iterating it raises, nothing is
+        stored.
+        """
+        row = self._normalise(run, "complete", None)
+        source = _ReplayableIterable(metrics)
+
+        def tx(conn: sqlite3.Connection) -> int:
+            existing = conn.execute(
+                "SELECT id, status FROM runs WHERE run_key = ?", (row.run_key,)
+            ).fetchone()
+            if existing is not None:
+                if existing["status"] == "complete":
+                    return int(existing["id"])
+                conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
+            run_id = self._insert_run(conn, row)
+            for m in source:
+                conn.execute(
+                    "INSERT INTO metrics (run_id, grp, averaging, metric, mean, ci_low,"
+                    " ci_high, n_samples, n_patients) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        m.group,
+                        m.averaging,
+                        m.metric,
+                        m.mean,
+                        m.ci_low,
+                        m.ci_high,
+                        m.n_samples,
+                        m.n_patients,
+                    ),
+                )
+            return run_id
+
+        return self._write(tx)
+
+    def record_failure(self, run: RunRecord, error: str) -> int:
+        """Store a failed run (no metrics) with a one-line error; return its id.
+
+        A complete run with the same ``run_key`` is never overwritten (its id
+        is returned); a previous failure is replaced.  Tracebacks are reduced
+        to their final ``ExcType: message`` line.
+        """
+        row = self._normalise(run, "failed", _one_line_error(error))
+
+        def tx(conn: sqlite3.Connection) -> int:
+            existing = conn.execute(
+                "SELECT id, status FROM runs WHERE run_key = ?", (row.run_key,)
+            ).fetchone()
+            if existing is not None:
+                if existing["status"] == "complete":
+                    return int(existing["id"])
+                conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
+            return self._insert_run(conn, row)
+
+        return self._write(tx)
+
+    def delete_run(self, run_id: int) -> bool:
+        """Delete a run and its metrics; return whether a run was deleted."""
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM runs WHERE id = ?", (int(run_id),)).rowcount > 0
+
+        return self._write(tx)
+
+    # ------------------------------------------------------------------ reads
+    def completed_run(self, run_key: str) -> RunRecord | None:
+        """The complete run with this key, or None (also None if it failed)."""
+        rows = self._read(
+            "SELECT * FROM runs WHERE run_key = ? AND status = 'complete'", (run_key,)
+        )
+        return _run_from_row(rows[0]) if rows else None
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        """The run with this id (any status), or None."""
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (int(run_id),))
+        return _run_from_row(rows[0]) if rows else None
+
+    def runs(
+        self,
+        model: str | None = None,
+        data: str | None = None,
+        protocol: str | None = None,
+        status: str | None = None,
+    ) -> list[RunRecord]:
+        """Runs matching all given filters, ordered by id."""
+        where, args = self._where(model=model, data=data, protocol=protocol, status=status)
+        rows = self._read(f"SELECT * FROM runs{where} ORDER BY id", args)
+        return [_run_from_row(r) for r in rows]
+
+    def metrics_for(self, run_id: int) -> list[MetricRow]:
+        """Metric rows of one run, ordered by (group, averaging, metric)."""
+        rows = self._read(
+            "SELECT * FROM metrics WHERE run_id = ? ORDER BY grp, averaging, metric",
+            (int(run_id),),
+        )
+        return [_metric_from_row(r) for r in rows]
+
+    @staticmethod
+    def _where(**filters: str | None) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        for column, value in filters.items():
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+    def leaderboard_records(
+        self,
+        data: str | None = None,
+        protocol: str | None = None,
+        group: str | None = None,
+        averaging: str | None = None,
+        metric: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Aggregate complete runs over seeds, one record per configuration and metric.
+
+        Runs are pooled when they share model, params JSON, data,
+        data fingerprint and protocol; different params (or fingerprints) of
+        the same model stay separate records, told apart by ``params_hash``
+        (see :func:`params_hash`; ``model`` stays the plain name).
+
+        Each record has keys ``model, params_hash, data, protocol, group,
+        averaging, metric, mean, ci_low, ci_high, n_seeds``:
+
+        * ``mean`` is the mean over seeds of the per-run means;
+        * ``ci_low``/``ci_high`` are that run's CI for a single seed and the
+          mean of the per-run CI bounds for several seeds (an average
+          per-seed CI, not a CI of the across-seed mean);
+        * ``n_seeds`` is the number of distinct seeds.  If a configuration
+          has several complete runs with the same seed (run keys differing
+          in something else, e.g. threshold choice), only the most recent
+          one (latest ``ended_at``, then highest id) counts.
+
+        Failed runs are ignored.  Records are sorted by (data, protocol,
+        group, averaging, metric, model, params_hash).
+        """
+        where, args = self._where(
+            **{
+                "r.data": data,
+                "r.protocol": protocol,
+                "m.grp": group,
+                "m.averaging": averaging,
+                "m.metric": metric,
+            }
+        )
+        where = (where + " AND" if where else " WHERE") + " r.status = 'complete'"
+        rows = self._read(
+            "SELECT r.id, r.model, r.params, r.data, r.data_fingerprint, r.protocol,"
+            " r.seed, r.ended_at, m.grp, m.averaging, m.metric, m.mean, m.ci_low,"
+            f" m.ci_high FROM runs r JOIN metrics m ON m.run_id = r.id{where}",
+            args,
+        )
+        # key -> seed -> (recency, mean, ci_low, ci_high)
+        groups: dict[tuple[str, ...], dict[int, tuple[tuple[str, int], float, float, float]]] = {}
+        for r in rows:
+            key = (
+                r["model"],
+                r["params"],
+                r["data"],
+                r["data_fingerprint"],
+                r["protocol"],
+                r["grp"],
+                r["averaging"],
+                r["metric"],
+            )
+            recency = (r["ended_at"], int(r["id"]))
+            value = (
+                recency,
+                _nan_if_none(r["mean"]),
+                _nan_if_none(r["ci_low"]),
+                _nan_if_none(r["ci_high"]),
+            )
+            per_seed = groups.setdefault(key, {})
+            seed = int(r["seed"])
+            if seed not in per_seed or per_seed[seed][0] < recency:
+                per_seed[seed] = value
+
+        records: list[dict[str, Any]] = []
+        for key, per_seed in groups.items():
+            model, params, data_name, fingerprint, proto, grp, avg, met = key
+            values = list(per_seed.values())
+            n = len(values)
+            records.append(
+                {
+                    "model": model,
+                    "params_hash": params_hash(params, fingerprint),
+                    "data": data_name,
+                    "protocol": proto,
+                    "group": grp,
+                    "averaging": avg,
+                    "metric": met,
+                    "mean": sum(v[1] for v in values) / n,
+                    "ci_low": sum(v[2] for v in values) / n,
+                    "ci_high": sum(v[3] for v in values) / n,
+                    "n_seeds": n,
+                }
+            )
+        records.sort(
+            key=lambda d: (
+                d["data"],
+                d["protocol"],
+                d["group"],
+                d["averaging"],
+                d["metric"],
+                d["model"],
+                d["params_hash"],
+            )
+        )
+        return records
