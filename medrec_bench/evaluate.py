@@ -37,7 +37,7 @@ Uncertainty (``uncertainty=``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +133,9 @@ def _per_sample_matrix(y_true: np.ndarray, y_prob: np.ndarray, ddi: np.ndarray, 
     return np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
 
 
-def _patient_sums(x: np.ndarray, codes: np.ndarray, n_patients: int, weights: np.ndarray | None = None):
+def _patient_sums(
+    x: np.ndarray, codes: np.ndarray, n_patients: int, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-patient weighted column sums S [P, K] and weights C [P] of sample matrix x [n, K]."""
     w = np.ones(x.shape[0]) if weights is None else weights.astype(np.float64)
     s = np.column_stack([np.bincount(codes, weights=w * x[:, k], minlength=n_patients) for k in range(x.shape[1])])
@@ -161,7 +163,7 @@ def _group_values(v: np.ndarray, s: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.stack([sample, patient], axis=1)
 
 
-def _bootstrap_weights(rng: np.random.Generator, n_boot: int, n_patients: int):
+def _bootstrap_weights(rng: np.random.Generator, n_boot: int, n_patients: int) -> Iterator[np.ndarray]:
     """Yield patient multiplicity matrices [b, P] (float64), b summing to n_boot, drawn in a fixed order."""
     chunk = max(1, _MAX_CHUNK_CELLS // max(n_patients, 1))
     done = 0
@@ -173,7 +175,9 @@ def _bootstrap_weights(rng: np.random.Generator, n_boot: int, n_patients: int):
         done += b
 
 
-def _validate(y_true, y_prob, n_visits, ddi) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _validate(
+    y_true: np.ndarray, y_prob: np.ndarray, n_visits: object, ddi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     yt = np.asarray(y_true)
     yp = np.asarray(y_prob)
     if yt.ndim != 2:

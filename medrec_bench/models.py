@@ -86,6 +86,8 @@ class Recommender(ABC):
 
     default_threshold: ClassVar[float] = 0.5
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: a tiny configuration for the shared contract test (seconds on CPU)
+    test_params: ClassVar[dict[str, Any]] = {}
 
     # --- parameters -----------------------------------------------------------------------------------------
     @classmethod
@@ -157,6 +159,7 @@ class TorchRecommender(Recommender):
     """
 
     module: nn.Module | None = None
+    test_params: ClassVar[dict[str, Any]] = {"epochs": 2}
 
     def __init__(self, *, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.0,
                  patience: int = 5, seed: int | None = None) -> None:
