@@ -155,8 +155,13 @@ class TorchRecommender(Recommender):
     Subclasses implement :meth:`build` (the module, from the context) and may override :meth:`make_batch`
     (default: :func:`collate_visits`) and :meth:`loss` (default: BCE with logits). Shared parameters:
     ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience`` (epochs without a better validation PRAUC
-    before stopping; 0 disables early stopping), ``seed`` (None: the context's seed).
+    before stopping; 0 disables early stopping), ``seed`` (None: the context's seed). Subclasses may set the
+    attributes ``accumulation_steps`` (optimizer step every k batches; effective batch = k x batch_size) and
+    ``max_grad_norm`` (gradient clipping; None = off).
     """
+
+    accumulation_steps: int = 1
+    max_grad_norm: float | None = None
 
     module: nn.Module | None = None
     test_params: ClassVar[dict[str, Any]] = {"epochs": 2}
@@ -231,11 +236,16 @@ class TorchRecommender(Recommender):
         for epoch in bar:
             self.module.train()
             total, n = 0.0, 0
-            for batch, target in self._batches(train, rng.permutation(len(train))):
+            optimizer.zero_grad()
+            n_batches = -(-len(train) // self.batch_size)
+            for step, (batch, target) in enumerate(self._batches(train, rng.permutation(len(train))), start=1):
                 loss = self.loss(batch, target, epoch)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                (loss / self.accumulation_steps).backward()
+                if step % self.accumulation_steps == 0 or step == n_batches:
+                    if self.max_grad_norm is not None:
+                        nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
                 total += float(loss.detach()) * len(target)
                 n += len(target)
             record = {"epoch": epoch, "loss": total / n}
@@ -245,6 +255,7 @@ class TorchRecommender(Recommender):
                                                               self.default_threshold)["prauc"].mean())
             self.history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", val_prauc=f"{record.get('val_prauc', float('nan')):.4f}")
+            self.on_epoch_end(record)
             score = record.get("val_prauc", -record["loss"])
             if score > best_score:
                 best_score, bad_epochs = score, 0
@@ -257,6 +268,9 @@ class TorchRecommender(Recommender):
             self.module.load_state_dict(best_state)
         self.module.eval()
         return self
+
+    def on_epoch_end(self, record: dict[str, float]) -> None:
+        """Hook after each epoch (``record``: epoch, loss, val_prauc); e.g. to adapt a loss weight."""
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         assert self.module is not None
