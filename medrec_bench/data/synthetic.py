@@ -97,7 +97,7 @@ CONDITIONS: tuple[Condition, ...] = (
        "C02D:.05 C02A:.04 C09C:.08", age="old"),
     _c("t2dm", "chronic", 0.20, "25000:.72 25002:.15 25060:.07 3572:.06 25040:.05 V5867:.3",
        rx="A10A:.72 A10B:.35", age="old", boost="black:1.6 hispanic:1.8 asian:1.3"),
-    _c("hyperlipidemia", "chronic", 0.24, "2724:.7 2720:.3", rx="C10A:.8", age="old", boost="t2dm:1.5"),
+    _c("hyperlipidemia", "chronic", 0.20, "2724:.7 2720:.3", rx="C10A:.8", age="old", boost="t2dm:1.5"),
     _c("cad", "chronic", 0.18, "41401:.95 412:.2 V4582:.12 V4581:.12", rx="B01A:.8 C10A:.7 C07A:.55 C01D:.2 "
        "C09A:.25", age="old", male=1.6, boost="t2dm:1.6 hyperlipidemia:1.8 hypertension:1.4", readmit=1.5),
     _c("chf", "chronic", 0.12, "4280:.75 42832:.15 42822:.12 4254:.05", rx="C03C:.75 C07A:.55 C09A:.3 "
@@ -219,7 +219,7 @@ CONDITIONS: tuple[Condition, ...] = (
     _c("hyponatremia", "secondary", 0.08, "2761:1", rx="B05C:.3", age="old", boost="cirrhosis:2 chf:1.5"),
     _c("hypokalemia", "secondary", 0.07, "2768:1", rx="A12B:.9"),
     _c("hypomagnesemia", "secondary", 0.04, "2752:1", rx="A12C:.9", boost="alcohol:2.5"),
-    _c("acidosis", "secondary", 0.05, "2762:1", rx="B05X:.5", boost="sepsis:3 dka:8 aki:2"),
+    _c("acidosis", "secondary", 0.05, "2762:1", rx="B05X:.4", boost="sepsis:3 dka:8 aki:2"),
     _c("hyperkalemia", "secondary", 0.03, "2767:1", rx="A12A:.5 V03A:.5 A10A:.4", boost="ckd:3 esrd:4 aki:3"),
     _c("resp_failure", "secondary", 0.06, "51881:.9 51882:.1", px="9604:.6 9671:.4 9672:.35 3893:.3 9390:.15",
        rx="N01A:.6 N05C:.5 N02A:.6 M03A:.15 H02A:.1", boost="sepsis:4 pneumonia:3 copd_exacerbation:3 "
@@ -250,8 +250,8 @@ CONDITIONS: tuple[Condition, ...] = (
 
 #: always-on "hospital routine" drug classes with their per-admission prior (scaled by the admission's severity)
 ROUTINE_DRUGS: Spec = _spec(
-    "A06A:.78 A12C:.6 A02B:.62 B01A:.5 B05C:.7 N02B:.65 A01A:.42 A12B:.5 N02A:.38 A12A:.3 A04A:.3 N05C:.2 "
-    "B05X:.18 A07A:.25 R01A:.15 N01A:.2"
+    "A06A:.78 A12C:.6 A02B:.62 B01A:.6 B05C:.7 N02B:.65 A01A:.58 A12B:.5 N02A:.38 A12A:.3 A04A:.3 N05C:.28 "
+    "B05X:.04 A07A:.3 R01A:.28 N01A:.2 R03A:.12"
 )
 
 # extra prescription rows per class per day of stay (relative)
@@ -330,7 +330,8 @@ _T2100 = int(np.datetime64("2100-01-01T00:00:00", "s").astype(np.int64))
 _T2200 = int(np.datetime64("2200-01-01T00:00:00", "s").astype(np.int64))
 _MAX_DX_PER_VISIT = 39
 _MAX_PX_PER_VISIT = 12
-_DDI_AVOID = 0.55  # share of co-prescribed interacting pairs resolved by dropping one drug
+_DDI_AVOID = 0.05  # share of co-prescribed interacting pairs of needed/routine drugs resolved by dropping one
+_DDI_AVOID_OPTIONAL = 0.8  # ... of pairs where one drug is an optional random extra
 
 # ----------------------------------------------------------------------------------------------------------------
 # Drug catalogue (seed-independent): per NDC a name, strength, route ... in three dose variants
@@ -571,6 +572,7 @@ def _simulate(n_patients: int, seed: int, zero_ndc_share: float, bar: Any) -> _C
     dx_index = {c: i for i, c in enumerate(dx_codes)}
     px_index = {c: i for i, c in enumerate(px_codes)}
     atc_index = {c: i for i, c in enumerate(cat.atc)}
+    smiles = resources.atc3_smiles()
     n_atc = len(cat.atc)
     P = n_patients
 
@@ -635,9 +637,9 @@ def _simulate(n_patients: int, seed: int, zero_ndc_share: float, bar: Any) -> _C
     # number of admissions: readmission propensity grows with chronic burden
     readmit_w = np.array([conds[i].readmit for i in chronic])
     burden = has[:, chronic].astype(np.float64) @ readmit_w
-    p_multi = np.clip(0.07 + 0.055 * burden, 0.05, 0.65)
+    p_multi = np.clip(0.05 + 0.04 * burden, 0.03, 0.6)
     multi = r_vis.random(P) < p_multi
-    n_vis = np.where(multi, 1 + np.minimum(r_vis.geometric(0.58, P), 19), 1)
+    n_vis = np.where(multi, 1 + np.minimum(r_vis.geometric(0.64, P), 19), 1)
     V = int(n_vis.sum())
     v_pat = np.repeat(np.arange(P), n_vis)
     first = np.cumsum(n_vis) - n_vis
@@ -722,14 +724,14 @@ def _simulate(n_patients: int, seed: int, zero_ndc_share: float, bar: Any) -> _C
             px_parts.append((rows[r], codes[k], prio + 0.5 * r_codes.random(len(r))))
     # long tail of rare codes
     dx_perm = r_noise.permutation(dx_pool)
-    n_noise = r_noise.poisson(1.7, V)
+    n_noise = r_noise.poisson(0.95, V)
     rows = np.repeat(np.arange(V), n_noise)
-    picks = np.searchsorted(_zipf_cdf(len(dx_perm), 1.05, 8.0), r_noise.random(len(rows)))
+    picks = np.searchsorted(_zipf_cdf(len(dx_perm), 1.2, 8.0), r_noise.random(len(rows)))
     dx_parts.append((rows, dx_perm[picks], 4 + r_noise.random(len(rows))))
     px_perm = r_noise.permutation(px_pool)
-    n_noise = r_noise.poisson(0.9, V)
+    n_noise = r_noise.poisson(0.55, V)
     rows = np.repeat(np.arange(V), n_noise)
-    picks = np.searchsorted(_zipf_cdf(len(px_perm), 1.3, 5.0), r_noise.random(len(rows)))
+    picks = np.searchsorted(_zipf_cdf(len(px_perm), 1.6, 5.0), r_noise.random(len(rows)))
     px_parts.append((rows, px_perm[picks], 4 + r_noise.random(len(rows))))
 
     def ordered(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], cap: int
@@ -755,7 +757,7 @@ def _simulate(n_patients: int, seed: int, zero_ndc_share: float, bar: Any) -> _C
 
     # ---- drugs: visit x ATC3 sets ---------------------------------------------------------------------------
     D = np.zeros((n_atc, V), bool)      # class a given in admission v
-    E = np.zeros((n_atc, V), bool)      # ... because a condition needs it (not routine / random)
+    need = np.zeros((n_atc, V), np.int8)  # why: 2 a condition needs it, 1 hospital routine, 0 random extra
     for i, cond in enumerate(conds):
         rows = np.nonzero(act[:, i])[0]
         if not cond.rx or not len(rows):
@@ -764,16 +766,22 @@ def _simulate(n_patients: int, seed: int, zero_ndc_share: float, bar: Any) -> _C
         for k, (code, _) in enumerate(cond.rx):
             a = atc_index[code]
             D[a, rows[hit[:, k]]] = True
-            E[a, rows[hit[:, k]]] = True
+            need[a, rows[hit[:, k]]] = 2
     for code, p in ROUTINE_DRUGS:
-        D[atc_index[code]] |= r_drug.random(V) < np.clip(p * severity, 0, 0.97)
+        a = atc_index[code]
+        hit = r_drug.random(V) < np.clip(p * severity, 0, 0.97)
+        D[a] |= hit
+        need[a] = np.maximum(need[a], hit)
     # a few random classes per admission (long tail, classes without SMILES ...)
     atc_perm = r_drug.permutation(n_atc)
-    n_rand = r_drug.poisson(1.3, V)
+    weights = np.diff(_zipf_cdf(n_atc, 0.9, 3.0), prepend=0.0)
+    weights *= np.where([cat.atc[a] in smiles for a in atc_perm], 1.0, 0.3)  # fewer classes without SMILES
+    n_rand = r_drug.poisson(1.5, V)
     rows = np.repeat(np.arange(V), n_rand)
-    picks = atc_perm[np.searchsorted(_zipf_cdf(n_atc, 0.9, 3.0), r_drug.random(len(rows)))]
+    picks = atc_perm[np.searchsorted(np.cumsum(weights) / weights.sum(), r_drug.random(len(rows)))]
     D[picks, rows] = True
-    # interacting pairs are usually avoided: drop the less needed drug of most co-prescribed interacting pairs
+    # interacting pairs: an optional (random) drug that interacts is usually left out; standard combinations of
+    # needed / routine drugs are kept most of the time (like real data, where they make the DDI rate ~0.07)
     pairs = sorted((atc_index[a], atc_index[b]) for a, b in resources.ddi_pairs()
                    if a in atc_index and b in atc_index and a != b)
     for j in r_drug.permutation(len(pairs)):
@@ -781,60 +789,74 @@ def _simulate(n_patients: int, seed: int, zero_ndc_share: float, bar: Any) -> _C
         both = np.nonzero(D[a] & D[b])[0]
         if not len(both):
             continue
-        resolve = both[r_drug.random(len(both)) < _DDI_AVOID]
-        ea, eb = E[a, resolve], E[b, resolve]
-        drop_a = np.where(ea == eb, r_drug.random(len(resolve)) < 0.5, eb & ~ea)
+        na, nb = need[a, both], need[b, both]
+        p_avoid = np.where((na == 0) | (nb == 0), _DDI_AVOID_OPTIONAL, _DDI_AVOID)
+        hit = r_drug.random(len(both)) < p_avoid
+        resolve, na, nb = both[hit], na[hit], nb[hit]
+        drop_a = np.where(na == nb, r_drug.random(len(resolve)) < 0.5, na < nb)
         D[a, resolve[drop_a]] = False
         D[b, resolve[~drop_a]] = False
     bar.update()
 
     # ---- prescription rows ------------------------------------------------------------------------------
-    pa, pv = np.nonzero(D)
+    # one (admission, class) pair -> 1..N rows; row arrays are int32/float32 to stay lean at MIMIC scale
+    f32 = np.float32
+    pa, pv = (x.astype(np.int32) for x in np.nonzero(D))
     row_fac = np.array([next((f for k, f in _ROW_FACTOR.items() if c.startswith(k)), 0.8) for c in cat.atc])
-    mu = row_fac[pa] * 0.22 * np.minimum(los[pv], 40)
-    n_rows = 1 + np.minimum(r_rows.poisson(mu), 60)
+    n_rows = 1 + np.minimum(r_rows.poisson(row_fac[pa] * 0.22 * np.minimum(los[pv], 40)), 60)
     R = int(n_rows.sum())
-    rv = np.repeat(pv, n_rows)
-    ra = np.repeat(pa, n_rows)
-    pair_start = np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
-    first_row = np.arange(R) == pair_start
-    u_main = np.repeat(r_rows.random(len(pa)), n_rows)
-    u = np.where(first_row | (r_rows.random(R) < 0.7), u_main, r_rows.random(R))
-    ndc = cat.offset[ra] + np.minimum((u ** 2.2 * cat.count[ra]).astype(np.int64), cat.count[ra] - 1)
-    nd = n_days[rv]
-    start = np.where(first_row, (r_rows.random(R) ** 1.8 * (nd + 1)).astype(np.int64),
-                     (r_rows.random(R) * (nd + 1)).astype(np.int64))
-    dur = np.minimum(r_rows.geometric(0.45, R) - 1, nd - start)
-    variant = r_rows.choice(3, R, p=[0.72, 0.18, 0.10])
-    attr = ndc * 3 + variant
-    rx_icu = icu[rv] & (r_rows.random(R) < 0.8)
-    u_type = r_rows.random(R)
-    rtype = np.where((cat.base_type[ra] == 1) & (u_type < 0.6), 1,
-                     np.where(u_type > 0.985, 2, 0)).astype(np.int8)
-    hour = r_rows.integers(0, 24, R)
-    hours = r_rows.integers(0, 24, R)
+    pair = np.repeat(np.arange(len(pa), dtype=np.int32), n_rows)
+    first_row = np.zeros(R, bool)
+    first_row[np.cumsum(n_rows) - n_rows] = True
+    ra = pa[pair]
+    rv = pv[pair]
+    # NDC: mostly the pair's main product (popular products first), sometimes another one of the class
+    u = r_rows.random(R, dtype=f32)
+    fresh = ~first_row & (r_rows.random(R, dtype=f32) >= 0.7)
+    u = np.where(fresh, u, r_rows.random(len(pa), dtype=f32)[pair])
+    count = cat.count.astype(np.int32)[ra]
+    ndc = cat.offset.astype(np.int32)[ra] + np.minimum((u ** 2.2 * count).astype(np.int32), count - 1)
+    del u, fresh, count, pair
+    nd = n_days.astype(np.int32)[rv]
+    u = r_rows.random(R, dtype=f32)
+    start = np.where(first_row, u ** 1.8, u) * (nd + 1)
+    start = np.minimum(start.astype(np.int32), nd)
+    dur = np.minimum(r_rows.geometric(0.45, R).astype(np.int32) - 1, nd - start)
+    del nd, u, first_row
+    attr = ndc * 3 + np.searchsorted(np.array([0.72, 0.90], f32), r_rows.random(R, dtype=f32)).astype(np.int32)
+    rx_icu = icu[rv] & (r_rows.random(R, dtype=f32) < 0.8)
+    u = r_rows.random(R, dtype=f32)
+    rtype = np.where((cat.base_type[ra] == 1) & (u < 0.6), 1, np.where(u > 0.985, 2, 0)).astype(np.int8)
+    hour = r_rows.integers(0, 24, R, dtype=np.int8)
+    hours = r_rows.integers(0, 24, R, dtype=np.int8)
+    del ra, u
     # messy rows: NDC "0" / empty and NDCs without ATC class (copies of existing rows with another NDC)
     n_map, n_unm = len(cat.ndc), len(cat.unmapped)
-    u_mess = r_rows.random(R)
-    zero = np.nonzero(u_mess < zero_ndc_share)[0]
-    unm = np.nonzero((u_mess >= zero_ndc_share) & (u_mess < zero_ndc_share + 0.02))[0]
+    u = r_rows.random(R, dtype=f32)
+    zero = np.nonzero(u < zero_ndc_share)[0]
+    unm = np.nonzero((u >= zero_ndc_share) & (u < zero_ndc_share + 0.02))[0]
     clones = np.concatenate([zero, unm])
-    ndc_out = np.concatenate([ndc, n_map + n_unm + (r_rows.random(len(zero)) < 0.5).astype(np.int64),
-                              n_map + r_rows.integers(0, n_unm, len(unm))])
-    rows = [np.concatenate([x, x[clones]]) for x in (rv, attr, start, dur, rx_icu, rtype, hour, hours)]
-    rows.append(ndc_out)
-    order = np.lexsort((rows[2], rows[0]))  # by admission, then start day
-    rows = [x[order] for x in rows]
+    clone_ndc = np.concatenate([n_map + n_unm + (r_rows.random(len(zero)) < 0.5),
+                                n_map + r_rows.integers(0, n_unm, len(unm))]).astype(np.int32)
+    order = np.lexsort((np.concatenate([start, start[clones]]), np.concatenate([rv, rv[clones]])))
+    del u
     # exact duplicates: ~0.2% of rows repeated right after themselves (same pharmacy_id / poe in MIMIC-IV too)
     n_all = len(order)
-    uid = np.arange(n_all)
-    pat_of_row = v_pat[rows[0]]
-    pat_start = np.searchsorted(pat_of_row, pat_of_row)
-    poe_seq = uid - pat_start + 1
-    dup = np.nonzero(r_rows.random(n_all) < 0.002)[0]
-    take = np.sort(np.concatenate([uid, dup]), kind="stable")
-    rows = [x[take] for x in rows]
-    rx_visit, rx_attr, rx_start, rx_dur, rx_icu, rx_type, rx_hour, rx_hours, rx_ndc = rows
+    dup = np.nonzero(r_rows.random(n_all, dtype=f32) < 0.002)[0]
+    take = np.sort(np.concatenate([np.arange(n_all), dup]))
+    pos = order[take]                      # position in [original rows, clones]
+    is_clone = pos >= R
+    src = pos.copy()
+    src[is_clone] = clones[pos[is_clone] - R]
+    rx_ndc = ndc[src]
+    rx_ndc[is_clone] = clone_ndc[pos[is_clone] - R]
+    rx_visit, rx_attr, rx_start, rx_dur = rv[src], attr[src], start[src], dur[src]
+    rx_icu, rx_type, rx_hour, rx_hours = rx_icu[src], rtype[src], hour[src], hours[src]
+    del pos, src, is_clone, ndc, attr, start, dur, rtype, hour, hours
+    pat_sorted = v_pat[rx_visit]  # patients are contiguous: order number of each (non-duplicate) row in its patient
+    uid = np.cumsum(np.concatenate([[0], np.diff(take) != 0])).astype(np.int64)
+    poe_seq = (uid - uid[np.searchsorted(pat_sorted, pat_sorted)] + 1).astype(np.int32)
+    del pat_sorted
     bar.update()
 
     # ---- times, deaths, admission fields -----------------------------------------------------------------
@@ -893,7 +915,7 @@ def _simulate(n_patients: int, seed: int, zero_ndc_share: float, bar: Any) -> _C
         dx_visit=dx_visit, dx_code=dx_code, dx_seq=dx_seq, dx_codes=tuple(dx_codes),
         px_visit=px_visit, px_code=px_code, px_seq=px_seq, px_day=px_day, px_codes=tuple(px_codes),
         rx_visit=rx_visit, rx_attr=rx_attr, rx_ndc=rx_ndc, rx_start=rx_start, rx_dur=rx_dur, rx_icu=rx_icu,
-        rx_type=rx_type, rx_hour=rx_hour, rx_hours=rx_hours, rx_uid=uid[take], rx_poe_seq=poe_seq[take],
+        rx_type=rx_type, rx_hour=rx_hour, rx_hours=rx_hours, rx_uid=uid, rx_poe_seq=poe_seq,
     )
 
 
