@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Small models run faster on one intra-op thread, and the suite runs beside other processes on 2 cores.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 
