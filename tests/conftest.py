@@ -42,3 +42,11 @@ def demo_cohort(demo_dir, cache_root):
     from medrec_bench.data import load_cohort
 
     return load_cohort("mimic3", demo_dir, cache=cache_root)
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort(cache_root):
+    """The embedded synthetic cohort at its default size (2,000 patients)."""
+    from medrec_bench.data import load_cohort
+
+    return load_cohort("synthetic", cache=cache_root)
