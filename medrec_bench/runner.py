@@ -173,22 +173,28 @@ class Runner:
         return Context.from_cohort(self.cohort, device=self.device, seed=seed, work_dir=self.cache / "work",
                                    artifacts=artifacts or {}, progress=self.progress)
 
+    def model_folder(self, entry: ModelEntry, params: dict[str, Any], seed: int) -> Path:
+        """Where the trained model of this configuration is cached."""
+        return self.cache / "models" / self.model_key(entry, params, seed)[:24]
+
     def trained(self, entry: ModelEntry, overrides: dict[str, Any], seed: int,
-                all_overrides: dict[str, dict[str, Any]]) -> tuple[Recommender, float]:
-        """The fitted model (from the cache when its key matches) and its training seconds."""
+                all_overrides: dict[str, dict[str, Any]]) -> tuple[Recommender, float, Path]:
+        """The fitted model (from the cache when its key matches), its training seconds and its folder.
+
+        Models named in ``entry.requires`` are trained (or loaded) first and handed over in ``ctx.artifacts``.
+        """
         artifacts: dict[str, Any] = {}
         for name in entry.requires:
             req = self.registry.get(name)
-            model, _ = self.trained(req, all_overrides.get(req.name, {}), seed, all_overrides)
-            req_params = req.resolved_params(all_overrides.get(req.name, {}))
-            artifacts[req.name] = {"model": model, "dir": self.cache / "models" / self.model_key(req, req_params, seed)[:24]}
+            model, _, folder = self.trained(req, all_overrides.get(req.name, {}), seed, all_overrides)
+            artifacts[req.name] = {"model": model, "dir": folder}
         params = entry.resolved_params(overrides)
-        folder = self.cache / "models" / self.model_key(entry, params, seed)[:24]
+        folder = self.model_folder(entry, params, seed)
         ctx = self.context(seed, artifacts)
         cls = entry.load_class()
         if (folder / TRAIN_INFO).exists():
             model = cls.load(folder, ctx)
-            return model, float(json.loads((folder / TRAIN_INFO).read_text())["train_seconds"])
+            return model, float(json.loads((folder / TRAIN_INFO).read_text())["train_seconds"]), folder
         split = self.splits(seed)
         model = cls(**params)
         start = time.perf_counter()
@@ -200,7 +206,7 @@ class Runner:
             (tmp / TRAIN_INFO).write_text(json.dumps({"train_seconds": seconds, "model": entry.name}))
 
         atomic_folder(folder, write)
-        return model, seconds
+        return model, seconds, folder
 
     # --- one run --------------------------------------------------------------------------------------------
     def run_one(self, name: str, seed: int, overrides: dict[str, dict[str, Any]]) -> RunOutcome:
@@ -215,7 +221,7 @@ class Runner:
                            data_fingerprint=self.cohort.fingerprint, protocol=self.protocol, seed=seed,
                            git_commit=git_commit(), versions=package_versions())
         try:
-            model, train_seconds = self.trained(entry, model_overrides, seed, overrides)
+            model, train_seconds, _ = self.trained(entry, model_overrides, seed, overrides)
             split = self.splits(seed)
             test = list(split.test)
             if not test:
