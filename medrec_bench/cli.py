@@ -26,6 +26,8 @@ def _data_options(func):
         click.option("--path", type=click.Path(path_type=Path), help="MIMIC folder (mimic3: CSV folder; mimic4: hosp/)."),
         click.option("--patients", type=int, default=None, help="Synthetic cohort size (default 2000)."),
         click.option("--data-seed", type=int, default=0, show_default=True, help="Synthetic generator seed."),
+        click.option("--synthetic-format", type=click.Choice(["mimic3", "mimic4"]), default="mimic3",
+                     show_default=True, help="Raw-table shape the synthetic cohort is written in and read from."),
         click.option("--min-visits", type=int, default=1, show_default=True, help="Keep patients with >= N visits."),
         click.option("--top-k-diagnoses", type=int, default=2000, show_default=True, help="0 = keep all."),
         click.option("--top-k-procedures", type=int, default=0, show_default=True, help="0 = keep all."),
@@ -52,7 +54,8 @@ def cohort_from_options(kw: dict[str, Any], progress: bool = True):
     )
     try:
         return load_cohort(kw.pop("source"), kw.pop("path"), options=options, patients=kw.pop("patients"),
-                           seed=kw.pop("data_seed"), cache=kw.pop("cache"), rebuild=kw.pop("rebuild"),
+                           seed=kw.pop("data_seed"), synthetic_format=kw.pop("synthetic_format"),
+                           cache=kw.pop("cache"), rebuild=kw.pop("rebuild"),
                            progress=progress)
     except (DataError, ValueError) as exc:
         raise _Error(str(exc)) from None
