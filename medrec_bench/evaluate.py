@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medrec_bench.metrics import multilabel_scores, per_sample_ddi, set_scores
+from medrec_bench.metrics import multilabel_scores, per_sample_ddi, safe_div, set_scores
 
 __all__ = [
     "AVERAGINGS",
@@ -104,14 +104,6 @@ class MetricResult:
 # ---------------------------------------------------------------------------------------------------------- helpers
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
 def _patient_codes(patient_ids: object, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (sorted unique ids, code per sample in [0, P))."""
     ids = np.asarray(patient_ids)
@@ -149,17 +141,17 @@ def _group_values(v: np.ndarray, s: np.ndarray, c: np.ndarray) -> np.ndarray:
     A patient with weight w counts as w copies of itself; patients with c == 0 must have weight 0.
     """
     k = len(_PER_SAMPLE)
-    means = _safe_div(s[:, :k], c[:, None])
-    ratio_pred = _safe_div(s[:, k], s[:, k + 1])
-    ratio_true = _safe_div(s[:, k + 2], s[:, k + 3])
+    means = safe_div(s[:, :k], c[:, None])
+    ratio_pred = safe_div(s[:, k], s[:, k + 1])
+    ratio_true = safe_div(s[:, k + 2], s[:, k + 3])
     table = np.column_stack([s, c, means, ratio_pred, ratio_true])  # [P, 10 + 1 + 6 + 2]
     agg = v @ table
     vs, vc, vm, vr = agg[:, : k + 4], agg[:, k + 4], agg[:, k + 5 : 2 * k + 5], agg[:, 2 * k + 5 :]
     n_pat = v.sum(axis=1)
     sample = np.column_stack(
-        [_safe_div(vs[:, :k], vc[:, None]), _safe_div(vs[:, k], vs[:, k + 1]), _safe_div(vs[:, k + 2], vs[:, k + 3])]
+        [safe_div(vs[:, :k], vc[:, None]), safe_div(vs[:, k], vs[:, k + 1]), safe_div(vs[:, k + 2], vs[:, k + 3])]
     )
-    patient = _safe_div(np.column_stack([vm, vr]), n_pat[:, None])
+    patient = safe_div(np.column_stack([vm, vr]), n_pat[:, None])
     return np.stack([sample, patient], axis=1)
 
 

@@ -78,7 +78,7 @@ def _check_pair(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.
     return yt, yp
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """Elementwise num / den as float64, 0 where den == 0."""
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
@@ -100,13 +100,13 @@ def set_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.ndarray]:
     n_pred = np.count_nonzero(yp, axis=1)
     n_true = np.count_nonzero(yt, axis=1)
     union = n_pred + n_true - inter
-    precision = _safe_div(inter, n_pred)
-    recall = _safe_div(inter, n_true)
+    precision = safe_div(inter, n_pred)
+    recall = safe_div(inter, n_true)
     return {
-        "jaccard": _safe_div(inter, union),
+        "jaccard": safe_div(inter, union),
         "precision": precision,
         "recall": recall,
-        "f1": _safe_div(2.0 * precision * recall, precision + recall),
+        "f1": safe_div(2.0 * precision * recall, precision + recall),
         "n_drugs": n_pred.astype(np.float64),
     }
 
@@ -131,7 +131,7 @@ def _average_precision(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
     new_tp = np.where(group_end, tp - prev_end_tp, 0)
     precision_at = tp / np.arange(1, m + 1, dtype=np.float64)
     n_pos = tp[:, -1]
-    return _safe_div((new_tp * precision_at).sum(axis=1), n_pos)
+    return safe_div((new_tp * precision_at).sum(axis=1), n_pos)
 
 
 def multilabel_scores(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndarray]:

@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 
 from .errors import DataError
-from .raw import RawTables, drop_duplicates
+from .raw import RawTables, drop_duplicates, prescription_facts
 from .schema import diagnosis_id, procedure_id
-from .tables import normalize_ndc, parse_datetime, read_table
+from .tables import parse_datetime, read_table
 
 PROFILE_FIELDS = ("insurance", "language", "religion", "marital_status", "ethnicity")
 
@@ -61,10 +61,7 @@ def load_mimic3(folder: str | Path) -> RawTables:
         pl.when(age >= 200).then(90.0).otherwise(age).alias("age"),
         *PROFILE_FIELDS,
     )
-    rx = read_table(folder, "PRESCRIPTIONS", ["hadm_id", "ndc"])
-    prescriptions = rx.filter(pl.col("hadm_id").is_not_null()).select(
-        pl.col("hadm_id").alias("visit_id"), normalize_ndc(pl.col("ndc")).alias("ndc")
-    ).unique()  # a drug given on several days is one (visit, NDC) fact
+    prescriptions = prescription_facts(read_table(folder, "PRESCRIPTIONS", ["hadm_id", "ndc"]))
     titles = _titles(folder, "D_ICD_DIAGNOSES", "dx") | _titles(folder, "D_ICD_PROCEDURES", "px")
     return RawTables(
         source="mimic3",

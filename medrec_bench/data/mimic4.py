@@ -12,8 +12,8 @@ from pathlib import Path
 import polars as pl
 
 from .errors import DataError
-from .raw import RawTables, drop_duplicates
-from .tables import normalize_ndc, parse_datetime, read_table
+from .raw import RawTables, drop_duplicates, prescription_facts
+from .tables import parse_datetime, read_table
 
 PROFILE_FIELDS = ("insurance", "language", "admission_type", "marital_status", "race")
 
@@ -72,10 +72,7 @@ def load_mimic4(path: str | Path) -> RawTables:
         age.cast(pl.Float64).alias("age"),
         *PROFILE_FIELDS,
     )
-    rx = read_table(folder, "prescriptions", ["hadm_id", "ndc"])
-    prescriptions = rx.filter(pl.col("hadm_id").is_not_null()).select(
-        pl.col("hadm_id").alias("visit_id"), normalize_ndc(pl.col("ndc")).alias("ndc")
-    ).unique()  # a drug given on several days is one (visit, NDC) fact
+    prescriptions = prescription_facts(read_table(folder, "prescriptions", ["hadm_id", "ndc"]))
     titles = _titles(folder, "d_icd_diagnoses", "dx") | _titles(folder, "d_icd_procedures", "px")
     return RawTables(
         source="mimic4",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from .tables import normalize_ndc
+
 
 @dataclass
 class RawTables:
@@ -43,6 +45,13 @@ def age_group(age: pl.Expr) -> pl.Expr:
         .then(pl.lit("65-79"))
         .otherwise(pl.lit("80+"))
     )
+
+
+def prescription_facts(rx: pl.DataFrame) -> pl.DataFrame:
+    """(hadm_id, ndc) rows -> unique (visit_id, normalised ndc): a drug given on several days is one fact."""
+    return rx.filter(pl.col("hadm_id").is_not_null()).select(
+        pl.col("hadm_id").alias("visit_id"), normalize_ndc(pl.col("ndc")).alias("ndc")
+    ).unique()
 
 
 def drop_duplicates(frame: pl.DataFrame, name: str, counts: dict[str, int]) -> pl.DataFrame:
