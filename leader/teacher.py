@@ -1,0 +1,390 @@
+"""LEADER's teacher (``leader_t``): an LLM fine-tuned with LoRA whose language head is replaced by a linear
+classifier over the drug vocabulary (Liu et al. 2024, arXiv 2402.02803), so it can never name a drug that does not
+exist.
+
+Pipeline: the sample's prompt (:mod:`leader.prompts`, fitted to ``max_length`` tokens by dropping the oldest history
+visits first), tokenized once per sample with the tokenizer's own special tokens, then an EOS token appended ->
+the backbone without LM head (:mod:`leader.backbones`) -> the final-layer hidden state at that EOS token (the last
+real token, found from the attention mask, so left and right padding give the same result; position ids are
+computed from the mask too) -> a bias-free ``Linear(hidden, |M|)`` -> BCE with logits against the multi-hot target.
+
+Training reuses :class:`medrec_bench.models.TorchRecommender`'s loop (Adam, early stopping on validation PRAUC,
+best-state restore) with: LoRA (``peft``) on the attention and MLP projections; gradient accumulation to
+``effective_batch_size`` (``accumulation_steps = effective_batch_size // batch_size``); gradient clipping at 1.0
+(the Hugging Face Trainer default the authors ran with); an optional ``max_steps`` cap on optimizer steps; a step
+progress bar with the loss and steps/s.
+
+Precision (``dtype``): ``float32`` or ``bfloat16`` for the frozen backbone; the LoRA weights (peft upcasts them) and
+the head are always float32, so the optimizer never updates bf16 weights. Use ``bfloat16`` on GPUs: the authors
+trained LLaMA-2-7B in fp16, which underflowed (NaN losses are a known issue of fp16 LLaMA fine-tuning); bf16 has
+fp32's exponent range. ``float16`` is accepted but not recommended.
+
+Devices: ``ctx.device`` ``cpu`` (the tested path), ``cuda`` / ``cuda:N``, or ``auto`` (accelerate's
+``device_map="auto"`` spreads a large backbone over all visible GPUs; the head and the inputs go to the input
+embedding's device).
+
+Checkpoint: only the LoRA adapter weights and the head (the module's ``state_dict`` holds only trainable tensors;
+the frozen backbone is rebuilt from the ``backbone`` parameter on load).
+
+For distillation, :meth:`LeaderTeacher.features` gives the pooled hidden state (float16 [n, hidden]) of any
+samples, cached on disk under ``ctx.work_dir`` (see :mod:`leader.features`) and keyed by a fingerprint of the
+trained state and parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medrec_bench.models import Context, TorchRecommender
+from medrec_bench.tasks.batching import targets_matrix
+from medrec_bench.tasks.protocols import Sample
+
+from .backbones import Backbone, load_backbone
+from .features import FeatureCache
+from .prompts import PromptConfig, fit_prompt
+
+__all__ = ["LORA_TARGETS", "LeaderTeacher", "TeacherNet", "TokenBatch", "pad_tokens"]
+
+#: LoRA on all attention and MLP projections of a Llama-style model
+LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+PADDING_SIDES = ("right", "left")
+
+
+@dataclass
+class TokenBatch:
+    """Padded prompts: ``input_ids`` long [B, T], ``attention_mask`` long [B, T] (1 = real token)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "TokenBatch":
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device))
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def pad_tokens(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> TokenBatch:
+    """Token id lists -> a :class:`TokenBatch` padded with ``pad_id`` on ``side`` (``right`` or ``left``)."""
+    if side not in PADDING_SIDES:
+        raise ValueError(f"padding side must be one of {PADDING_SIDES}, not {side!r}")
+    length = max([len(s) for s in sequences] + [1])
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        n = len(seq)
+        if not n:
+            continue
+        cols = slice(0, n) if side == "right" else slice(length - n, length)
+        ids[i, cols] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[i, cols] = 1
+    return TokenBatch(ids, mask)
+
+
+class TeacherNet(nn.Module):
+    """LoRA-adapted backbone + bias-free linear head over the drugs: logits float32 [B, |M|].
+
+    ``state_dict`` / ``load_state_dict`` cover only the trainable tensors (LoRA weights and the head), so copies of
+    the best state and checkpoints stay small even for a 7B backbone.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, n_drugs: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(hidden_size, n_drugs, bias=False)
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+        accepted = inspect.signature(base.forward).parameters
+        self._pass_positions = "position_ids" in accepted
+        self._pass_use_cache = "use_cache" in accepted
+        self._trainable = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
+
+    # --- devices (``auto``: the backbone is spread by accelerate; only the head is placed) --------------------------
+    @property
+    def input_device(self) -> torch.device:
+        return self.backbone.get_input_embeddings().weight.device
+
+    def to(self, *args: Any, **kwargs: Any) -> "TeacherNet":
+        if args and isinstance(args[0], str) and args[0] == "auto":
+            self.head.to(self.input_device)
+            return self
+        return super().to(*args, **kwargs)
+
+    # --- forward --------------------------------------------------------------------------------------------------
+    def pool(self, batch: TokenBatch) -> torch.Tensor:
+        """Final-layer hidden state at the last real token of each prompt (its EOS): [B, hidden], backbone dtype."""
+        mask = batch.attention_mask
+        kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask}
+        if self._pass_positions:  # positions count real tokens only, so left padding changes nothing
+            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        if self._pass_use_cache:
+            kwargs["use_cache"] = False
+        out = self.backbone(**kwargs)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = (mask.long() * positions).argmax(dim=1).to(hidden.device)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def forward(self, batch: TokenBatch) -> torch.Tensor:
+        pooled = self.pool(batch)
+        return self.head(pooled.to(device=self.head.weight.device, dtype=self.head.weight.dtype))
+
+    # --- state: trainable tensors only ------------------------------------------------------------------------------
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        full = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return OrderedDict((k, v) for k, v in full.items() if k[len(prefix):] in self._trainable)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        keys = set(state_dict)
+        if strict and keys != self._trainable:
+            missing, unexpected = sorted(self._trainable - keys), sorted(keys - self._trainable)
+            raise RuntimeError(f"teacher state mismatch: missing {missing[:3]}, unexpected {unexpected[:3]} "
+                               f"({len(missing)} / {len(unexpected)} keys)")
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
+
+
+class LeaderTeacher(TorchRecommender):
+    """LEADER(T): LoRA-fine-tuned LLM with a linear classifier over the drugs (see the module docstring).
+
+    Units: ``max_length`` tokens; ``batch_size`` / ``eval_batch_size`` / ``effective_batch_size`` samples;
+    ``max_steps`` optimizer steps (0 = no cap; training stops at whichever of ``epochs`` / ``max_steps`` comes first).
+    """
+
+    default_threshold: ClassVar[float] = 0.5
+    max_grad_norm: float | None = 1.0
+    test_params: ClassVar[dict[str, Any]] = {"backbone": "tiny-llama", "epochs": 1, "batch_size": 4,
+                                             "effective_batch_size": 8, "eval_batch_size": 64, "max_length": 256}
+
+    def __init__(self, *, backbone: str = "smollm2-135m", dtype: str = "float32", lora_r: int = 8,
+                 lora_alpha: int = 32, lora_dropout: float = 0.1, lora_targets: str = LORA_TARGETS,
+                 max_history: int = 3, include_profile: bool = False, max_length: int = 2048,
+                 epochs: int = 10, max_steps: int = 0, batch_size: int = 4, effective_batch_size: int = 32,
+                 eval_batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.0, patience: int = 3,
+                 padding_side: str = "right", gradient_checkpointing: bool = False,
+                 seed: int | None = None) -> None:
+        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+                         seed=seed)
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}, not {padding_side!r}")
+        if effective_batch_size < batch_size:
+            raise ValueError(f"effective_batch_size ({effective_batch_size}) < batch_size ({batch_size})")
+        self.backbone = backbone
+        self.dtype = dtype
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.lora_targets = lora_targets
+        self.max_history = max_history
+        self.include_profile = include_profile
+        self.max_length = max_length
+        self.max_steps = max_steps
+        self.effective_batch_size = effective_batch_size
+        self.eval_batch_size = eval_batch_size
+        self.padding_side = padding_side
+        self.gradient_checkpointing = gradient_checkpointing
+        self._backbone: Backbone | None = None
+        self._tokens: dict[tuple[str, str], list[int]] = {}
+        self._fingerprint: str | None = None
+        self._features: FeatureCache | None = None
+        self._train_bar: Any = None
+        self._steps_done = 0
+        self._last_loss = float("nan")
+
+    @property
+    def accumulation_steps(self) -> int:  # type: ignore[override]
+        """Batches per optimizer step: effective batch = ``accumulation_steps * batch_size``."""
+        return max(1, self.effective_batch_size // self.batch_size)
+
+    @property
+    def prompt_config(self) -> PromptConfig:
+        return PromptConfig(max_history=self.max_history, include_profile=self.include_profile,
+                            max_length=self.max_length)
+
+    # --- the network -------------------------------------------------------------------------------------------------
+    def build(self, ctx: Context) -> nn.Module:
+        self._backbone = load_backbone(self.backbone, dtype=self.dtype, with_lm_head=False, device=ctx.device)
+        from peft import LoraConfig, get_peft_model  # after the backbone: a missing one fails fast
+
+        self._tokens = {}
+        self._fingerprint = None
+        self._features = None
+        model = self._backbone.model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if self.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        targets: str | list[str] = (self.lora_targets if self.lora_targets == "all-linear"
+                                    else [t.strip() for t in self.lora_targets.split(",") if t.strip()])
+        config = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                            target_modules=targets, bias="none")
+        peft_model = get_peft_model(model, config)
+        net = TeacherNet(peft_model, self._backbone.hidden_size, ctx.n_drugs)
+        if ctx.device == "auto":
+            net.head.to(net.input_device)
+        return net
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        assert self.module is not None
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    # --- inputs ------------------------------------------------------------------------------------------------------
+    def token_ids(self, sample: Sample) -> list[int]:
+        """The sample's prompt as token ids, EOS last (at most ``max_length``); cached per (patient, visit)."""
+        key = (sample.patient_id, sample.visit_id)
+        ids = self._tokens.get(key)
+        if ids is None:
+            assert self._backbone is not None and self.ctx is not None
+            tok = self._backbone.tokenizer
+            text = fit_prompt(sample, self.ctx.vocab, tok, self.prompt_config, reserve=1)
+            ids = list(tok(text, add_special_tokens=True)["input_ids"])
+            eos = tok.eos_token_id
+            if ids and ids[-1] == eos:  # a tokenizer that appends EOS itself
+                ids = ids[:-1]
+            ids = ids[: self.max_length - 1] + [eos]  # the cut only bites if the bare template is too long
+            self._tokens[key] = ids
+        return ids
+
+    def make_batch(self, samples: Sequence[Sample], ctx: Context) -> TokenBatch:
+        assert self._backbone is not None
+        return pad_tokens([self.token_ids(s) for s in samples], self._backbone.tokenizer.pad_token_id,
+                          self.padding_side)
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(self.module, TeacherNet):
+            return batch.to(self.module.input_device)
+        return super()._to_device(batch)
+
+    # --- training: the shared loop, plus max_steps and a step progress bar ---------------------------------------
+    def loss(self, batch: Any, target: torch.Tensor, epoch: int) -> torch.Tensor:
+        logits = self.forward(batch)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, target.to(logits.device))
+        self._last_loss = float(loss.detach())
+        return loss
+
+    def _batches(self, samples: Sequence[Sample], order: Sequence[int]) -> Iterator[tuple[Any, torch.Tensor]]:
+        assert self.ctx is not None
+        n_batches = -(-len(order) // self.batch_size)
+        for number, start in enumerate(range(0, len(order), self.batch_size), start=1):
+            chunk = [samples[i] for i in order[start:start + self.batch_size]]
+            target = targets_matrix(chunk, self.ctx.n_drugs).float()
+            yield self._to_device(self.make_batch(chunk, self.ctx)), target
+            if number % self.accumulation_steps == 0 or number == n_batches:  # the loop just stepped
+                self._steps_done += 1
+                if self._train_bar is not None:
+                    self._train_bar.update(1)
+                    self._train_bar.set_postfix(loss=f"{self._last_loss:.4f}", refresh=False)
+                if self.max_steps and self._steps_done >= self.max_steps:
+                    return
+
+    def fit(self, train: Sequence[Sample], val: Sequence[Sample], ctx: Context) -> "LeaderTeacher":
+        steps_per_epoch = math.ceil(math.ceil(len(train) / self.batch_size) / self.accumulation_steps)
+        epochs = self.epochs
+        if self.max_steps and steps_per_epoch:
+            epochs = min(epochs, math.ceil(self.max_steps / steps_per_epoch))
+        self._steps_done = 0
+        self._train_bar = tqdm(total=min(epochs * steps_per_epoch, self.max_steps or epochs * steps_per_epoch),
+                               desc="leader_t train", unit="step", disable=not ctx.progress, leave=False)
+        configured = self.epochs
+        self.epochs = epochs
+        try:
+            super().fit(train, val, ctx)
+        finally:
+            self.epochs = configured
+            self._train_bar.close()
+            self._train_bar = None
+        self._fingerprint = None
+        self._features = None
+        return self
+
+    # --- inference -------------------------------------------------------------------------------------------------
+    def _run(self, samples: Sequence[Sample], fn: Any, width: int, dtype: Any, desc: str) -> np.ndarray:
+        """``fn(batch) -> [B, width]`` over ``samples`` in length-sorted batches of ``eval_batch_size``."""
+        if self.module is None or self.ctx is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
+        out = np.zeros((len(samples), width), dtype=dtype)
+        if not len(samples):
+            return out
+        was_training = self.module.training
+        self.module.eval()
+        order = sorted(range(len(samples)), key=lambda i: len(self.token_ids(samples[i])))
+        step = max(1, self.eval_batch_size)
+        with torch.inference_mode(), tqdm(total=len(samples), desc=desc, unit="patient",
+                                          disable=not self.ctx.progress, leave=False) as bar:
+            for start in range(0, len(order), step):
+                rows = order[start:start + step]
+                batch = self._to_device(self.make_batch([samples[i] for i in rows], self.ctx))
+                out[rows] = fn(batch).float().cpu().numpy().astype(dtype, copy=False)
+                bar.update(len(rows))
+        self.module.train(was_training)
+        return out
+
+    def predict_proba(self, samples: Sequence[Sample]) -> np.ndarray:
+        """float32 [n, |M|] drug probabilities."""
+        if self.module is None or self.ctx is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
+        net = self.module
+        return self._run(samples, lambda b: torch.sigmoid(net(b)), self.ctx.n_drugs, np.float32, "leader_t predict")
+
+    # --- features for distillation ---------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        """Width of :meth:`features` rows."""
+        if self._backbone is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
+        return self._backbone.hidden_size
+
+    def fingerprint(self) -> str:
+        """sha256 of the parameters and the trained (LoRA + head) state: the key of the feature cache."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(json.dumps({"class": type(self).__qualname__, "params": self.get_params()},
+                                          sort_keys=True, default=str).encode())
+            for name, tensor in sorted(self.state_tensors().items()):
+                t = tensor.detach().cpu().contiguous()
+                h.update(name.encode())
+                h.update(str(t.dtype).encode())
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def _feature_cache(self) -> FeatureCache | None:
+        if self._features is None and self.ctx is not None and self.ctx.work_dir is not None:
+            fp = self.fingerprint()
+            folder = Path(self.ctx.work_dir) / "leader_t_features" / fp[:32]
+            self._features = FeatureCache(folder, fp, self.hidden_size)
+        return self._features
+
+    def compute_features(self, samples: Sequence[Sample]) -> np.ndarray:
+        """float16 [n, hidden]: the pooled final-layer hidden state (at the EOS token) of each sample, no cache."""
+        assert self.module is not None
+        net = self.module
+        return self._run(samples, lambda b: net.pool(b), self.hidden_size, np.float16, "leader_t features")
+
+    def features(self, samples: Sequence[Sample]) -> np.ndarray:
+        """float16 [n, hidden] teacher hidden states for distillation, computed once and cached on disk under
+        ``ctx.work_dir / "leader_t_features" / <fingerprint>`` (memory-mapped shards + JSON index); without a
+        ``work_dir`` they are computed every call."""
+        cache = self._feature_cache()
+        if cache is None:
+            return self.compute_features(samples)
+        return cache.get(samples, self.compute_features)
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor], ctx: Context) -> None:
+        super().load_state_tensors(state, ctx)
+        self._fingerprint = None
+        self._features = None
+
