@@ -1,0 +1,186 @@
+"""GAMENet (Shang et al., "GAMENet: Graph Augmented MEmory Networks for Recommending Medication Combination",
+AAAI 2019), batched.
+
+Model. A :class:`~baselines.encoders.PatientEncoder` (mean-pooled code embeddings of dim ``emb_dim``, one GRU of
+size ``2 * emb_dim`` per code type, query ``q_t = Linear(ReLU([h_dx, h_px]))`` of dim ``emb_dim`` per visit). Two
+2-layer GCNs (``torch_geometric.nn.DenseGCNConv``, identity node features, ReLU + dropout between the layers) over the
+EHR co-prescription graph and the DDI graph give the memory bank ``M_b = GCN_ehr - beta * GCN_ddi`` [|M|, d] with a
+learned scalar ``beta``. Fact 1 reads ``M_b`` with attention ``softmax(q_t M_b^T) M_b``; fact 2 reads the dynamic
+memory of past visits: keys are the past queries, values their multi-hot drug sets, ``softmax(q_t K^T) V M_b``
+(fact 2 = fact 1 for a first visit). Logits = ``MLP([q_t, fact1, fact2])`` (ReLU, Linear(3d, 2d), ReLU,
+Linear(2d, |M|)).
+
+Loss. ``0.9 * BCE + 0.01 * multilabel margin`` (the released weights); with ``ddi_loss`` on and the batch's DDI rate
+above ``target_ddi`` the update uses the DDI penalty alone with probability ``exp((target_ddi - ddi) / T)``, where
+``T = temperature * temperature_decay ** epoch`` (the paper's simulated-annealing rule; see
+:mod:`baselines.ddi_loss`).
+
+Deviations from the authors' code (github.com/sjy1203/GAMENet):
+
+- the EHR graph is built from the *training* samples only (their targets and history visits), in ``fit``, and saved
+  with the model; the released ``ehr_adj_final.pkl`` is built from every patient, test patients included (leakage);
+- GCN adjacency normalised symmetrically, ``D^-1/2 (A + I) D^-1/2`` (Kipf & Welling, as the paper's GCN), where the
+  code row-normalises ``D^-1 (A + I)``;
+- mini-batches: padded visits and code sets with masks (identical predictions for any padding); the DDI rate that
+  triggers the annealing rule is the mini-batch's (pooled), not one visit's, and the random draw is per batch;
+- the annealing draw uses the model's seeded torch RNG, and training uses the shared loop (Adam, early stopping on
+  validation PRAUC with best-state restore) instead of "best Jaccard of 40 epochs".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch_geometric.nn import DenseGCNConv
+
+from medrec_bench.models import Context, TorchRecommender
+from medrec_bench.tasks import Sample, VisitBatch
+
+from .ddi_loss import annealing_probability, batch_ddi_rate, ddi_penalty, prediction_loss
+from .encoders import INIT_RANGE, PatientEncoder, ddi_tensor, history_multi_hot
+
+
+def cooccurrence_graph(samples: Sequence[Sample], n_drugs: int) -> np.ndarray:
+    """float32 [|M|, |M|]: 1.0 where two drugs are prescribed together in a visit of ``samples`` (their targets and
+    history visits, each visit counted once), zero diagonal (GAMENet's binary ``ehr_adj``)."""
+    adj = np.zeros((n_drugs, n_drugs), dtype=np.float32)
+    seen: set[tuple[str, str]] = set()
+    for s in samples:
+        visits = [(v.visit_id, v.drugs) for v in s.history] + [(s.visit_id, s.target)]
+        for visit_id, drugs in visits:
+            if (s.patient_id, visit_id) in seen:
+                continue
+            seen.add((s.patient_id, visit_id))
+            idx = np.asarray(sorted(set(drugs)), dtype=np.int64)
+            if len(idx) > 1:
+                adj[np.ix_(idx, idx)] = 1.0
+    np.fill_diagonal(adj, 0.0)
+    return adj
+
+
+class GraphMemory(nn.Module):
+    """Two dense GCN layers over a fixed drug graph with identity node features -> float [|M|, dim]."""
+
+    def __init__(self, n_nodes: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.gcn1 = DenseGCNConv(n_nodes, dim)
+        self.gcn2 = DenseGCNConv(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("eye", torch.eye(n_nodes), persistent=False)
+
+    def forward(self, adjacency: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.gcn1(self.eye, adjacency).squeeze(0))
+        return self.gcn2(self.dropout(h), adjacency).squeeze(0)
+
+
+class GAMENetNet(nn.Module):
+    """The GAMENet network: :class:`VisitBatch` -> logits [B, |M|]."""
+
+    def __init__(self, n_diagnoses: int, n_procedures: int, ehr_adj: torch.Tensor, ddi_adj: torch.Tensor,
+                 emb_dim: int, dropout: float, gcn_dropout: float, ddi_in_memory: bool) -> None:
+        super().__init__()
+        n_drugs = ddi_adj.shape[0]
+        self.n_drugs = n_drugs
+        self.ddi_in_memory = ddi_in_memory
+        self.encoder = PatientEncoder(n_diagnoses, n_procedures, emb_dim, hidden_dim=2 * emb_dim, query_dim=emb_dim,
+                                      pooling="mean", dropout=dropout)
+        self.register_buffer("ehr_adj", ehr_adj.float())
+        self.register_buffer("ddi_adj", ddi_adj.float(), persistent=False)
+        self.ehr_gcn = GraphMemory(n_drugs, emb_dim, gcn_dropout)
+        self.ddi_gcn = GraphMemory(n_drugs, emb_dim, gcn_dropout)
+        self.inter = nn.Parameter(torch.empty(1).uniform_(-INIT_RANGE, INIT_RANGE))
+        self.output = nn.Sequential(nn.ReLU(), nn.Linear(3 * emb_dim, 2 * emb_dim), nn.ReLU(),
+                                    nn.Linear(2 * emb_dim, n_drugs))
+
+    def memory_bank(self) -> torch.Tensor:
+        """float [|M|, d]: ``GCN_ehr - beta * GCN_ddi`` (or ``GCN_ehr`` without DDI in memory)."""
+        bank = self.ehr_gcn(self.ehr_adj)
+        if self.ddi_in_memory:
+            bank = bank - self.inter * self.ddi_gcn(self.ddi_adj)
+        return bank
+
+    def forward(self, batch: VisitBatch) -> torch.Tensor:
+        enc = self.encoder(batch)
+        query = enc.current  # [B, d]
+        bank = self.memory_bank()  # [M, d]
+        fact1 = torch.softmax(query @ bank.t(), dim=-1) @ bank
+        has_history = enc.history_mask.any(1)
+        scores = torch.einsum("bd,bvd->bv", query, enc.queries)
+        scores = scores.masked_fill(~enc.history_mask, float("-inf"))
+        scores = torch.where(has_history.unsqueeze(1), scores, torch.zeros_like(scores))
+        weights = torch.softmax(scores, dim=-1) * enc.history_mask
+        values = history_multi_hot(batch, self.n_drugs)  # [B, V, M]
+        fact2 = torch.einsum("bv,bvm->bm", weights, values) @ bank
+        fact2 = torch.where(has_history.unsqueeze(1), fact2, fact1)
+        return self.output(torch.cat([query, fact1, fact2], dim=-1))
+
+
+class GAMENet(TorchRecommender):
+    """GAMENet; see the module docstring for the model, the loss and the deviations from the released code.
+
+    ``emb_dim``: embedding / memory size (64); ``dropout``: on code embeddings (0.4); ``gcn_dropout`` (0.3);
+    ``ddi_in_memory``: subtract the DDI-graph memory; ``ddi_loss``: enable the annealed DDI loss with ``target_ddi``
+    (0.05), ``temperature`` (0.5) and ``temperature_decay`` per epoch (0.85); ``bce_weight`` / ``margin_weight``
+    (0.9 / 0.01). The authors train with Adam, lr 2e-4, one visit per step, 40 epochs.
+    Defaults here: batch 32, lr 5e-3, early stopping (mini-batches take fewer, larger steps per epoch;
+    see ``bench/train_speed.py``).
+    """
+
+    requires = frozenset({"ddi"})
+    test_params: ClassVar[dict] = {"epochs": 1, "emb_dim": 16, "batch_size": 64}
+
+    def __init__(self, *, emb_dim: int = 64, dropout: float = 0.4, gcn_dropout: float = 0.3,
+                 ddi_in_memory: bool = True, ddi_loss: bool = True, target_ddi: float = 0.05,
+                 temperature: float = 0.5, temperature_decay: float = 0.85, bce_weight: float = 0.9,
+                 margin_weight: float = 0.01, epochs: int = 30, batch_size: int = 32, lr: float = 5e-3,
+                 weight_decay: float = 0.0, patience: int = 5, seed: int | None = None) -> None:
+        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+                         seed=seed)
+        self.emb_dim = emb_dim
+        self.dropout = dropout
+        self.gcn_dropout = gcn_dropout
+        self.ddi_in_memory = ddi_in_memory
+        self.ddi_loss = ddi_loss
+        self.target_ddi = target_ddi
+        self.temperature = temperature
+        self.temperature_decay = temperature_decay
+        self.bce_weight = bce_weight
+        self.margin_weight = margin_weight
+        self._ehr_adj: np.ndarray | None = None
+        self._steps = [0, 0]  # (updates with the DDI loss, all updates) in the current epoch
+
+    def fit(self, train: Sequence[Sample], val: Sequence[Sample], ctx: Context) -> "GAMENet":
+        self._ehr_adj = cooccurrence_graph(train, ctx.n_drugs)
+        self._steps = [0, 0]
+        return super().fit(train, val, ctx)
+
+    def on_epoch_end(self, record: dict[str, float]) -> None:
+        """Adds ``ddi_step_share``: the share of this epoch's updates that used the DDI loss."""
+        record["ddi_step_share"] = self._steps[0] / max(self._steps[1], 1)
+        self._steps = [0, 0]
+
+    def build(self, ctx: Context) -> nn.Module:
+        n = ctx.n_drugs
+        ehr = torch.from_numpy(self._ehr_adj) if self._ehr_adj is not None else torch.zeros(n, n)
+        return GAMENetNet(len(ctx.vocab.diagnoses), len(ctx.vocab.procedures), ehr, ddi_tensor(ctx), self.emb_dim,
+                          self.dropout, self.gcn_dropout, self.ddi_in_memory)
+
+    def loss(self, batch: VisitBatch, target: torch.Tensor, epoch: int) -> torch.Tensor:
+        logits = self.forward(batch)
+        self._steps[1] += 1
+        if self.ddi_loss:
+            adj = self.module.ddi_adj
+            temperature = self.temperature * self.temperature_decay ** epoch
+            p = annealing_probability(batch_ddi_rate(logits, adj, self.default_threshold), self.target_ddi,
+                                      temperature)
+            if p > 0 and float(torch.rand(())) < p:
+                self._steps[0] += 1
+                return ddi_penalty(logits, adj)
+        return prediction_loss(logits, target, self.bce_weight, self.margin_weight)
+
+
+__all__ = ["GAMENet", "GAMENetNet", "cooccurrence_graph"]

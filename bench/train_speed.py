@@ -1,0 +1,173 @@
+"""Benchmark: training speed of GAMENet / SafeDrug / MoleRec in mini-batches vs one visit per step (reference code).
+
+Usage::
+
+    python bench/train_speed.py [--models gamenet,safedrug,molerec] [--epochs 3] [--patients 2000]
+                                [--protocol visit] [--bs1-steps 150] [--bs1-patients 250] [--threads 1]
+                                [--repeats 2] [--defaults] [--seed 0] [--cache DIR]
+
+Three measurements on the embedded synthetic cohort, each model with its registry parameters (``registry.yaml``):
+
+1. speed: one training epoch in mini-batches (registry ``batch_size`` and ``lr``) on the ``--patients`` cohort, timed
+   without the per-epoch validation pass, next to batch size 1 with the authors' learning rate; the batch-size-1 arm
+   times ``--bs1-steps`` steps and extrapolates to the epoch (it would take minutes to hours otherwise); each arm
+   is timed ``--repeats`` times and the fastest run is reported;
+2. quality: both arms trained for ``--epochs`` epochs (no early stopping) on a smaller cohort (``--bs1-patients``, so
+   that batch size 1 finishes), with the validation Jaccard / PRAUC of the state kept by the shared loop (the best
+   validation PRAUC); same seed and data for both arms;
+3. ``--defaults``: the registry defaults end to end on the ``--patients`` cohort (early stopping included), with
+   the training seconds and test scores.
+
+Peak RSS (``resource.getrusage``) is printed after each part. ``--threads`` sets ``torch.set_num_threads`` (1 by
+default: on a 2-core machine shared with other jobs, 2 threads are often several times slower for these small ops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tabulate import tabulate
+
+try:
+    import medrec_bench  # noqa: F401
+except ImportError:  # running from a checkout without an install
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medrec_bench.data import load_cohort  # noqa: E402
+from medrec_bench.metrics import ddi_rate, multilabel_scores  # noqa: E402
+from medrec_bench.models import Context  # noqa: E402
+from medrec_bench.registry import default_registry  # noqa: E402
+from medrec_bench.tasks import make_splits, targets_matrix  # noqa: E402
+
+#: the learning rates of the released training scripts (one visit per optimizer step)
+AUTHORS_LR = {"gamenet": 2e-4, "safedrug": 5e-4, "molerec": 5e-4}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_fit(model: Any, train: list, val: list, ctx: Context) -> tuple[float, float]:
+    """Fit ``model``; returns (seconds without validation, seconds of validation predictions)."""
+    spent = [0.0]
+    predict: Callable = model.predict_proba
+
+    def timed_predict(samples):
+        t = time.perf_counter()
+        out = predict(samples)
+        spent[0] += time.perf_counter() - t
+        return out
+
+    model.predict_proba = timed_predict
+    t = time.perf_counter()
+    model.fit(train, val, ctx)
+    total = time.perf_counter() - t
+    del model.predict_proba
+    return total - spent[0], spent[0]
+
+
+def scores(model: Any, samples: list, cohort: Any) -> dict[str, float]:
+    prob = model.predict_proba(samples)
+    truth = targets_matrix(samples, len(cohort.vocab.drugs)).numpy()
+    s = multilabel_scores(truth, prob, model.default_threshold)
+    return {"jaccard": float(s["jaccard"].mean()), "prauc": float(s["prauc"].mean()),
+            "ddi": ddi_rate(prob >= model.default_threshold, cohort.ddi)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="gamenet,safedrug,molerec")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of the quality comparison")
+    ap.add_argument("--patients", type=int, default=2000, help="synthetic cohort size for speed and --defaults")
+    ap.add_argument("--protocol", default="visit", choices=("visit", "last_visit"))
+    ap.add_argument("--bs1-steps", type=int, default=150, help="batch-size-1 steps timed for the extrapolation")
+    ap.add_argument("--bs1-patients", type=int, default=250, help="cohort size of the quality comparison")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2, help="timing repeats of part 1 (the fastest is reported)")
+    ap.add_argument("--defaults", action="store_true", help="also train the registry defaults end to end")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default=None, help="cohort cache folder (default: a temporary folder)")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="medrec-bench-speed-"))
+    registry = default_registry()
+    names = [registry.get(n).name for n in args.models.split(",") if n.strip()]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); protocol {args.protocol}; seed {args.seed}")
+
+    # 1. speed ----------------------------------------------------------------------------------------------------
+    cohort = load_cohort("synthetic", patients=args.patients, cache=cache)
+    splits = make_splits(cohort, args.protocol, seed=args.seed)
+    train, val = list(splits.train), list(splits.val)
+    ctx = Context.from_cohort(cohort, seed=args.seed, work_dir=cache / "work")
+    rows = []
+    for name in names:
+        entry = registry.get(name)
+        steps = min(args.bs1_steps, len(train))
+        mini_s = one_s = float("inf")
+        for _ in range(args.repeats):  # the fastest of the repeats: the machine may be shared
+            mini = entry.create({"epochs": 1, "patience": 0})
+            mini_s = min(mini_s, timed_fit(mini, train, [], ctx)[0])
+            one = entry.create({"epochs": 1, "patience": 0, "batch_size": 1, "lr": AUTHORS_LR[name]})
+            one_s = min(one_s, timed_fit(one, train[:steps], [], ctx)[0])
+        one_epoch = one_s / steps * len(train)
+        rows.append([name, mini.batch_size, len(train), f"{mini_s:.1f}", f"{len(train) / mini_s:.0f}",
+                     f"{one_epoch:.0f} (from {steps} steps)", f"{len(train) / one_epoch:.1f}",
+                     f"{one_epoch / mini_s:.1f}x"])
+    print(f"\n1. one training epoch, {args.patients}-patient cohort ({len(train)} training samples), without the "
+          f"validation pass; fastest of {args.repeats} runs")
+    print(tabulate(rows, headers=["model", "batch", "samples", "mini-batch s/epoch", "samples/s",
+                                  "batch-1 s/epoch (extrapolated)", "batch-1 samples/s", "speed-up"]))
+    print(f"peak RSS {peak_rss_mb():.0f} MiB")
+
+    # 2. quality after the same number of epochs --------------------------------------------------------------------
+    small = load_cohort("synthetic", patients=args.bs1_patients, cache=cache)
+    s_splits = make_splits(small, args.protocol, seed=args.seed)
+    s_train, s_val = list(s_splits.train), list(s_splits.val)
+    s_ctx = Context.from_cohort(small, seed=args.seed, work_dir=cache / "work")
+    rows = []
+    for name in names:
+        entry = registry.get(name)
+        arms = {"batch 1": entry.create({"epochs": args.epochs, "patience": 0, "batch_size": 1,
+                                         "lr": AUTHORS_LR[name]}),
+                "mini-batch": entry.create({"epochs": args.epochs, "patience": 0})}
+        res = {}
+        for arm, model in arms.items():
+            train_s, _ = timed_fit(model, s_train, s_val, s_ctx)
+            res[arm] = (train_s, scores(model, s_val, small))
+        rows.append([name, f"{res['batch 1'][1]['jaccard']:.4f}", f"{res['mini-batch'][1]['jaccard']:.4f}",
+                     f"{res['batch 1'][1]['prauc']:.4f}", f"{res['mini-batch'][1]['prauc']:.4f}",
+                     f"{res['batch 1'][0]:.1f}", f"{res['mini-batch'][0]:.1f}",
+                     f"lr {AUTHORS_LR[name]:g} / bs {arms['mini-batch'].batch_size}, lr {arms['mini-batch'].lr:g}"])
+    print(f"\n2. validation scores after {args.epochs} epochs, {args.bs1_patients}-patient cohort "
+          f"({len(s_train)} training / {len(s_val)} validation samples)")
+    print(tabulate(rows, headers=["model", "val Jaccard bs1", "val Jaccard mini", "val PRAUC bs1", "val PRAUC mini",
+                                  "train s bs1", "train s mini", "settings (bs1 / mini)"]))
+    print(f"peak RSS {peak_rss_mb():.0f} MiB")
+
+    # 3. registry defaults end to end -------------------------------------------------------------------------------
+    if args.defaults:
+        rows = []
+        for name in names:
+            model = registry.get(name).create()
+            train_s, val_s = timed_fit(model, train, val, ctx)
+            test = scores(model, list(splits.test), cohort)
+            rows.append([name, len(model.history), f"{train_s:.1f}", f"{val_s:.1f}", f"{test['jaccard']:.4f}",
+                         f"{test['prauc']:.4f}", f"{test['ddi']:.4f}"])
+        print(f"\n3. registry defaults, {args.patients}-patient cohort, early stopping on validation PRAUC")
+        print(tabulate(rows, headers=["model", "epochs run", "train s", "validation s", "test Jaccard", "test PRAUC",
+                                      "test DDI"]))
+        print(f"peak RSS {peak_rss_mb():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
