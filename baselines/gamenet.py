@@ -13,7 +13,8 @@ Linear(2d, |M|)).
 Loss. ``0.9 * BCE + 0.01 * multilabel margin`` (the released weights); with ``ddi_loss`` on and the batch's DDI rate
 above ``target_ddi`` the update uses the DDI penalty alone with probability ``exp((target_ddi - ddi) / T)``, where
 ``T = temperature * temperature_decay ** epoch`` (the paper's simulated-annealing rule; see
-:mod:`baselines.ddi_loss`).
+:mod:`baselines.ddi_loss`). The DDI penalty is ``mean(p p^T ⊙ A)`` as in the released code; note that with Adam such
+small DDI-only steps move the model little (the epoch record's ``ddi_step_share`` reports how often they happen).
 
 Deviations from the authors' code (github.com/sjy1203/GAMENet):
 

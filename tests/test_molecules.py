@@ -42,6 +42,7 @@ def test_invalid_smiles_warned_and_skipped():
     assert mol.parse_smiles("") is None
     assert mol.parse_smiles(CARBOPLATIN) is None  # hypervalent N: invalid under the classic valence rules
     vocab = (("C1CC1", "xyz(("), ("definitely-not-smiles",), (ASPIRIN,), ())
+    mol._MEMORY.pop(mol.cache_key(vocab), None)  # warnings come once per process and vocabulary
     with pytest.warns(UserWarning, match=r"xyz\(\(.*definitely-not-smiles"):
         mols = mol.drug_molecules(vocab)
     assert mols.n_molecules == 2 and mols.drug_of_molecule.tolist() == [0, 2]
@@ -56,6 +57,7 @@ def test_invalid_smiles_warned_and_skipped():
 
 def test_disk_cache_roundtrip(tmp_path):
     vocab = ((ASPIRIN, "CCO"), ("c1ccccc1N",), ())
+    mol._MEMORY.pop(mol.cache_key(vocab), None)
     first = mol.drug_molecules(vocab, cache_dir=tmp_path)
     assert list(tmp_path.glob("molecules-*/molecules.json")) and not list(tmp_path.rglob("*.pkl"))
     loaded = mol._load(next(tmp_path.glob("molecules-*")))
