@@ -15,8 +15,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from leader.teacher import LORA_TARGETS, pad_tokens
+from leader.teacher import LORA_TARGETS, TrainableStateModule, pad_tokens
 
 __all__ = ["AdapterLM", "DrugNameMatcher", "LORA_TARGETS", "ParsedAnswer", "apply_lora", "call_lm",
            "greedy_decode", "input_device", "normalize_name", "output_cache"]
@@ -257,15 +256,17 @@ def apply_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, targets:
     return get_peft_model(model, config)
 
 
-class AdapterLM(nn.Module):
+class AdapterLM(TrainableStateModule):
     """A LoRA-adapted causal LM (``peft_model``) whose ``state_dict`` / ``load_state_dict`` cover only the trainable
     tensors (the adapters), so best-state copies and checkpoints stay small; the frozen backbone is rebuilt from its
     name. ``lm``: the model to call (the base model, adapters injected)."""
 
+    state_label = "adapter state"
+
     def __init__(self, peft_model: nn.Module) -> None:
         super().__init__()
         self.peft_model = peft_model
-        self._trainable = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
+        self.freeze_state_keys()
 
     @property
     def lm(self) -> nn.Module:
@@ -279,16 +280,3 @@ class AdapterLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits float [B, T, vocab]."""
         return call_lm(self.lm, input_ids, attention_mask).logits
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        full = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        return OrderedDict((k, v) for k, v in full.items() if k[len(prefix):] in self._trainable)
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        keys = set(state_dict)
-        if strict and keys != self._trainable:
-            missing, unexpected = sorted(self._trainable - keys), sorted(keys - self._trainable)
-            raise RuntimeError(f"adapter state mismatch: missing {missing[:3]}, unexpected {unexpected[:3]} "
-                               f"({len(missing)} / {len(unexpected)} keys)")
-        return super().load_state_dict(state_dict, strict=False, assign=assign)

@@ -94,12 +94,38 @@ def pad_tokens(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "rig
     return TokenBatch(ids, mask)
 
 
-class TeacherNet(nn.Module):
+class TrainableStateModule(nn.Module):
+    """An ``nn.Module`` whose state dict holds only its trainable tensors (LoRA weights, heads), so checkpoints and
+    best-state copies stay small even with a frozen 7B backbone. Subclasses call :meth:`freeze_state_keys` once their
+    parameters are set up; a strict load must then provide exactly those keys."""
+
+    state_label = "state"  # names the module in a load error, e.g. "teacher state mismatch: ..."
+
+    def freeze_state_keys(self) -> None:
+        self._trainable = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        full = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return OrderedDict((k, v) for k, v in full.items() if k[len(prefix):] in self._trainable)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        keys = set(state_dict)
+        if strict and keys != self._trainable:
+            missing, unexpected = sorted(self._trainable - keys), sorted(keys - self._trainable)
+            raise RuntimeError(f"{self.state_label} mismatch: missing {missing[:3]}, unexpected {unexpected[:3]} "
+                               f"({len(missing)} / {len(unexpected)} keys)")
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
+
+
+class TeacherNet(TrainableStateModule):
     """LoRA-adapted backbone + bias-free linear head over the drugs: logits float32 [B, |M|].
 
     ``state_dict`` / ``load_state_dict`` cover only the trainable tensors (LoRA weights and the head), so copies of
     the best state and checkpoints stay small even for a 7B backbone.
     """
+
+    state_label = "teacher state"
 
     def __init__(self, backbone: nn.Module, hidden_size: int, n_drugs: int) -> None:
         super().__init__()
@@ -109,7 +135,7 @@ class TeacherNet(nn.Module):
         accepted = inspect.signature(base.forward).parameters
         self._pass_positions = "position_ids" in accepted
         self._pass_use_cache = "use_cache" in accepted
-        self._trainable = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
+        self.freeze_state_keys()
 
     # --- devices (``auto``: the backbone is spread by accelerate; only the head is placed) --------------------------
     @property
@@ -140,20 +166,6 @@ class TeacherNet(nn.Module):
     def forward(self, batch: TokenBatch) -> torch.Tensor:
         pooled = self.pool(batch)
         return self.head(pooled.to(device=self.head.weight.device, dtype=self.head.weight.dtype))
-
-    # --- state: trainable tensors only ------------------------------------------------------------------------------
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        full = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        return OrderedDict((k, v) for k, v in full.items() if k[len(prefix):] in self._trainable)
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        keys = set(state_dict)
-        if strict and keys != self._trainable:
-            missing, unexpected = sorted(self._trainable - keys), sorted(keys - self._trainable)
-            raise RuntimeError(f"teacher state mismatch: missing {missing[:3]}, unexpected {unexpected[:3]} "
-                               f"({len(missing)} / {len(unexpected)} keys)")
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
 
 
 class LeaderTeacher(TorchRecommender):
