@@ -71,12 +71,19 @@ class PatientEncoder(nn.Module):
         self.query = nn.Sequential(nn.ReLU(), nn.Linear(2 * hidden_dim, query_dim or emb_dim))
 
     def pool(self, which: int, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """codes long [B, V, L], mask bool [B, V, L] -> float [B, V, emb_dim] (masked sum or mean)."""
-        emb = self.dropout(self.embeddings[which](codes)) * mask.unsqueeze(-1)
-        out = emb.sum(2)
+        """codes long [B, V, L], mask bool [B, V, L] -> float [B, V, emb_dim] (masked sum or mean).
+
+        Only the real codes are embedded (and dropped out), then summed into their visits, so the cost follows the
+        number of codes, not the padded size B x V x L."""
+        b, v, length = codes.shape
+        mask = mask.reshape(b * v, length)
+        counts = mask.sum(1)
+        visit_of_code = torch.repeat_interleave(torch.arange(b * v, device=codes.device), counts)
+        emb = self.dropout(self.embeddings[which](codes.reshape(b * v, length)[mask]))
+        out = emb.new_zeros(b * v, emb.shape[1]).index_add_(0, visit_of_code, emb)
         if self.pooling == "mean":
-            out = out / mask.sum(2, keepdim=True).clamp(min=1)
-        return out
+            out = out / counts.clamp(min=1).unsqueeze(1)
+        return out.view(b, v, -1)
 
     def forward(self, batch: VisitBatch) -> PatientQueries:
         dx = self.pool(0, batch.diagnoses, batch.diagnoses_mask)

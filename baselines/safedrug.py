@@ -26,7 +26,8 @@ Deviations from the authors' code (github.com/ycq091044/SafeDrug):
 - ``H`` is computed in the project from the SMILES (same fragments as the released ``ddi_mask_H`` when compared as
   canonical SMILES); a drug without a valid molecule gets a learned fallback embedding and a private
   pseudo-substructure (the code has no such drug after its manual fixes);
-- mini-batches with masking; the DDI rate that sets ``beta`` is the mini-batch's (pooled) instead of one visit's;
+- mini-batches with masking; each visit keeps its own DDI rate and ``beta`` (the batch loss is the mean of the
+  reference code's per-visit losses; ``ddi_rate_scope="batch"`` pools one rate per batch);
   early stopping on validation PRAUC instead of "best Jaccard of 50 epochs".
 """
 
@@ -43,7 +44,7 @@ from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.molecules import ATOM_FEATURES, DrugMolecules
 from medrec_bench.tasks import VisitBatch
 
-from .ddi_loss import DDIControlledLoss
+from .ddi_loss import DDIControlledLoss, DDILossLogging, Scope, check_rate_scope
 from .encoders import (CategoricalEmbedding, MolecularGraphs, PatientEncoder, average_per_drug, context_molecules,
                        ddi_tensor, extend_substructure_mask)
 
@@ -106,13 +107,14 @@ class SafeDrugNet(nn.Module):
         return local_part * global_part
 
 
-class SafeDrug(TorchRecommender):
+class SafeDrug(DDILossLogging, TorchRecommender):
     """SafeDrug; see the module docstring for the model, the loss and the deviations from the released code.
 
     ``emb_dim`` (64), ``dropout`` on code embeddings (0.5), ``mpnn_layers`` (2), ``target_ddi`` (0.06), ``kp``
-    (0.05), ``bce_weight`` / ``margin_weight`` (0.95 / 0.05), ``ddi_scale`` (0.0005). The authors train with Adam,
-    lr 5e-4, one visit per step, 50 epochs. Defaults here: batch 32, lr 5e-3, early stopping (mini-batches take
-    fewer, larger steps per epoch; see ``bench/train_speed.py``).
+    (0.05), ``bce_weight`` / ``margin_weight`` (0.95 / 0.05), ``ddi_scale`` (0.0005), ``ddi_rate_scope``
+    (``"visit"`` or ``"batch"``). The authors train with Adam, lr 5e-4, one visit per step, 50 epochs. Defaults
+    here: batch 32, lr 5e-3, early stopping (mini-batches take fewer, larger steps per epoch; see
+    ``bench/train_speed.py``).
     """
 
     requires = frozenset({"ddi", "smiles"})
@@ -120,6 +122,7 @@ class SafeDrug(TorchRecommender):
 
     def __init__(self, *, emb_dim: int = 64, dropout: float = 0.5, mpnn_layers: int = 2, target_ddi: float = 0.06,
                  kp: float = 0.05, bce_weight: float = 0.95, margin_weight: float = 0.05, ddi_scale: float = 5e-4,
+                 ddi_rate_scope: Scope = "visit",
                  epochs: int = 30, batch_size: int = 32, lr: float = 5e-3, weight_decay: float = 0.0, patience: int = 5,
                  seed: int | None = None) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
@@ -132,7 +135,7 @@ class SafeDrug(TorchRecommender):
         self.bce_weight = bce_weight
         self.margin_weight = margin_weight
         self.ddi_scale = ddi_scale
-        self._betas: list[float] = []
+        self.ddi_rate_scope = check_rate_scope(ddi_rate_scope)
 
     def build(self, ctx: Context) -> nn.Module:
         return SafeDrugNet(len(ctx.vocab.diagnoses), len(ctx.vocab.procedures), ddi_tensor(ctx),
@@ -142,15 +145,10 @@ class SafeDrug(TorchRecommender):
         criterion = DDIControlledLoss(self.module.ddi_adj, target_ddi=self.target_ddi, rule="safedrug", kp=self.kp,
                                       bce_weight=self.bce_weight, margin_weight=self.margin_weight,
                                       ddi_reduction="sum", ddi_scale=self.ddi_scale,
-                                      threshold=self.default_threshold)
+                                      threshold=self.default_threshold, rate_scope=self.ddi_rate_scope)
         loss, beta = criterion(self.forward(batch), target)
-        self._betas.append(beta)
+        self.log_ddi_weight(beta)  # the history's ``mean_beta``: 1 = DDI penalty never active
         return loss
-
-    def on_epoch_end(self, record: dict[str, float]) -> None:
-        """Adds ``mean_beta``: the epoch's mean weight of the prediction loss (1 = DDI penalty never active)."""
-        record["mean_beta"] = sum(self._betas) / max(len(self._betas), 1)
-        self._betas = []
 
 
 __all__ = ["MoleculeMPNN", "SafeDrug", "SafeDrugNet"]

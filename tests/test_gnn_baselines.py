@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.ddi_loss import (DDIControlledLoss, batch_ddi_rate, ddi_penalty, margin_targets, molerec_beta,
-                                safedrug_beta)
+from baselines.ddi_loss import (DDIControlledLoss, annealed_loss, batch_ddi_rate, ddi_penalty, margin_targets,
+                                molerec_beta, prediction_loss, safedrug_beta, visit_ddi_rates)
 from baselines.gamenet import GAMENet, cooccurrence_graph
 from baselines.molerec import MoleRec
 from baselines.popular import Popular
@@ -30,7 +30,7 @@ FAST = {
     "gamenet": {"epochs": 10, "batch_size": 16, "lr": 5e-3, "emb_dim": 32, "dropout": 0.1, "temperature_decay": 0.5,
                 "patience": 0},
     "safedrug": {"epochs": 10, "batch_size": 16, "lr": 5e-3, "emb_dim": 32, "dropout": 0.1, "patience": 0},
-    "molerec": {"epochs": 8, "batch_size": 16, "lr": 3e-3, "emb_dim": 32, "gnn_layers": 2, "dropout": 0.1,
+    "molerec": {"epochs": 12, "batch_size": 16, "lr": 3e-3, "emb_dim": 32, "gnn_layers": 2, "dropout": 0.1,
                 "substructure_encoder": "embedding", "patience": 0},
 }
 PROTOCOLS = ("visit", "last_visit")
@@ -88,13 +88,42 @@ def test_ddi_loss_pieces():
     adj = torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])
     logits = torch.tensor([[5.0, 5.0, 5.0, -5.0], [-5.0, 5.0, -5.0, -5.0]])  # pairs {0,1} (DDI), {0,2}, {1,2}
     assert batch_ddi_rate(logits, adj) == pytest.approx(1 / 3)
+    assert visit_ddi_rates(logits, adj).tolist() == pytest.approx([1 / 3, 0.0])  # one drug: no pair, rate 0
     p = torch.sigmoid(logits)
-    assert ddi_penalty(logits, adj).item() == pytest.approx(float(((p @ adj) * p).sum(1).mean() / 16))
-    assert safedrug_beta(0.05, 0.06, 0.05) == 1.0 and safedrug_beta(0.085, 0.06, 0.05) == pytest.approx(0.5)
-    assert safedrug_beta(0.5, 0.06, 0.05) == 0.0  # never negative (the released code's min(0, .) would be)
-    assert molerec_beta(0.12, 0.06, 2.5) == pytest.approx(np.exp(-2.5)) and molerec_beta(0.01, 0.06, 2.5) == 1.0
+    per_visit = ((p @ adj) * p).sum(1)
+    assert ddi_penalty(logits, adj, "mean").tolist() == pytest.approx((per_visit / 16).tolist())
+    assert ddi_penalty(logits, adj, "sum", 5e-4).tolist() == pytest.approx((5e-4 * per_visit).tolist())
+    betas = safedrug_beta(torch.tensor([0.05, 0.085, 0.5]), 0.06, 0.05)
+    assert betas.tolist() == pytest.approx([1.0, 0.5, 0.0])  # never negative (the released code's min(0, .) is)
+    betas = molerec_beta(torch.tensor([0.12, 0.01]), 0.06, 2.5)
+    assert betas.tolist() == pytest.approx([np.exp(-2.5), 1.0])
+    pred = prediction_loss(logits, target, 0.95, 0.05)
+    # per visit: visit 0 above the target (beta 2/3), visit 1 at 0 (beta 1); the batch loss is their mean
     loss, beta = DDIControlledLoss(adj, target_ddi=0.0, kp=1.0)(logits, target)
-    assert beta == pytest.approx(1 - 1 / 3) and torch.isfinite(loss)
+    expected = ((2 / 3) * pred[0] + (1 / 3) * 5e-4 * per_visit[0] + pred[1]) / 2
+    assert beta == pytest.approx((2 / 3 + 1) / 2) and loss.item() == pytest.approx(expected.item())
+    # pooled: one rate (1/3) and one beta for the whole batch
+    loss, beta = DDIControlledLoss(adj, target_ddi=0.0, kp=1.0, rate_scope="batch")(logits, target)
+    expected = ((2 / 3) * pred + (1 / 3) * 5e-4 * per_visit).mean()
+    assert beta == pytest.approx(2 / 3) and loss.item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="ddi_rate_scope"):
+        DDIControlledLoss(adj, rate_scope="patient")
+
+
+def test_annealed_loss_draws_per_visit():
+    adj = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0]] * 4)
+    logits = torch.tensor([[5.0, 5.0], [5.0, 5.0], [5.0, -5.0], [5.0, -5.0]])  # visits 0-1 at DDI rate 1, 2-3 at 0
+    pred = prediction_loss(logits, target, 0.9, 0.01)
+    penalty = ddi_penalty(logits, adj, "sum", 5e-4)
+    # a huge temperature makes the draw certain for visits above the target; the others keep the prediction loss
+    loss, share = annealed_loss(logits, target, adj, target_ddi=0.5, temperature=1e9, bce_weight=0.9,
+                                margin_weight=0.01)
+    assert share == 0.5
+    assert loss.item() == pytest.approx(((penalty[:2].sum() + pred[2:].sum()) / 4).item())
+    loss, share = annealed_loss(logits, target, adj, target_ddi=1.0, temperature=1e9, bce_weight=0.9,
+                                margin_weight=0.01)
+    assert share == 0.0 and loss.item() == pytest.approx(pred.mean().item())
 
 
 def test_cooccurrence_graph_uses_visits_once(splits, synthetic):
@@ -133,15 +162,16 @@ def test_beats_popular(name, protocol, trained, splits, synthetic):
 
 
 # --- (c) DDI control ----------------------------------------------------------------------------------------------
-DDI_EPOCHS = {"safedrug": 5, "molerec": 3}
+#: GAMENet's annealing keeps its registry temperature decay here, so that DDI steps still happen in later epochs
+DDI_SETTINGS = {"gamenet": {"temperature_decay": 0.85}, "safedrug": {"epochs": 5}, "molerec": {"epochs": 3}}
 
 
-@pytest.mark.parametrize("name", list(DDI_EPOCHS))
+@pytest.mark.parametrize("name", list(DDI_SETTINGS))
 def test_lower_ddi_target_lowers_ddi(name, trained, splits, synthetic):
     test = splits["visit"].test
-    epochs = DDI_EPOCHS[name]
-    loose = _scores(trained(name, "visit", target_ddi=0.10, epochs=epochs), test, synthetic)
-    strict = _scores(trained(name, "visit", target_ddi=0.02, epochs=epochs), test, synthetic)
+    settings = DDI_SETTINGS[name]
+    loose = _scores(trained(name, "visit", target_ddi=0.10, **settings), test, synthetic)
+    strict = _scores(trained(name, "visit", target_ddi=0.02, **settings), test, synthetic)
     assert strict["ddi"] < loose["ddi"] - 0.01, (strict, loose)
 
 

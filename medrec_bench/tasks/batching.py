@@ -5,22 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
+import numpy as np
 import torch
 
 from .protocols import Sample
 
 
 def pad_sets(sets: Sequence[Sequence[int]], pad: int, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Code sets -> (long [B, L], bool mask [B, L]) with L = max(len, min_len)."""
-    length = max([len(s) for s in sets] + [min_len])
-    out = torch.full((len(sets), length), pad, dtype=torch.long)
-    mask = torch.zeros((len(sets), length), dtype=torch.bool)
-    for i, s in enumerate(sets):
-        if s:
-            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-            mask[i, : len(s)] = True
-    return out, mask
+    """Code sets -> (long [B, L], bool mask [B, L]) with L = max(len, min_len); each row's codes come first, in
+    their order, then ``pad``."""
+    lengths = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
+    length = max(int(lengths.max(initial=0)), min_len)
+    flat = np.fromiter(chain.from_iterable(sets), dtype=np.int64, count=int(lengths.sum()))
+    mask = np.arange(length)[None, :] < lengths[:, None]
+    out = np.full((len(sets), length), pad, dtype=np.int64)
+    out[mask] = flat  # row-major: row i's first len(set_i) cells receive set_i
+    return torch.from_numpy(out), torch.from_numpy(mask)
 
 
 def multi_hot(sets: Sequence[Sequence[int]], size: int) -> torch.Tensor:
