@@ -10,7 +10,8 @@
 - :func:`average_per_drug` and :func:`extend_substructure_mask`: per-drug pooling of molecule embeddings with a
   learned fallback for drugs without a valid molecule, and a private pseudo-substructure for drugs without any BRICS
   fragment (so no drug is left without a local representation); :func:`context_molecules` featurises a context's
-  SMILES once (cached); :class:`MolecularGraphs` keeps a fixed batch of molecular graphs as buffers.
+  SMILES once (cached); :class:`MolecularGraphs` keeps a fixed batch of molecular graphs as buffers;
+  :class:`DrugMoleculeEncoder` runs a molecule GNN over all of them and averages per drug.
 - :func:`ddi_tensor`: the context's DDI matrix as a float adjacency.
 """
 
@@ -187,3 +188,22 @@ class MolecularGraphs(nn.Module):
     def bonds(self, encoder: CategoricalEmbedding) -> torch.Tensor:
         """float [E, d]: embedded bond features (both directions of each bond)."""
         return encoder(self.bond_types)[self.bond_index]
+
+
+class DrugMoleculeEncoder(nn.Module):
+    """Every molecule of every drug through ``gnn`` (a module: :class:`MolecularGraphs` -> float [G, dim]), averaged
+    per drug, with a learned fallback row for a drug without a valid molecule: ``forward()`` -> float [|M|, dim]."""
+
+    def __init__(self, molecules: DrugMolecules, gnn: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.gnn = gnn
+        self.n_molecules = molecules.n_molecules
+        self.graphs = MolecularGraphs(molecules.molecule_batch())
+        self.register_buffer("projection", molecules.average_projection(), persistent=False)
+        self.register_buffer("has_molecule", torch.as_tensor(molecules.has_molecule), persistent=False)
+        self.fallback = nn.Parameter(torch.empty(molecules.n_drugs, dim).uniform_(-INIT_RANGE, INIT_RANGE))
+
+    def forward(self) -> torch.Tensor:
+        if self.n_molecules == 0:
+            return self.fallback
+        return average_per_drug(self.gnn(self.graphs), self.projection, self.has_molecule, self.fallback)

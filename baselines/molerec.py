@@ -49,7 +49,7 @@ from medrec_bench.molecules import ATOM_FEATURES, BOND_FEATURES, DrugMolecules
 from medrec_bench.tasks import VisitBatch
 
 from .ddi_loss import DDIControlledLoss, DDILossLogging, Scope, check_rate_scope
-from .encoders import (CategoricalEmbedding, MolecularGraphs, PatientEncoder, average_per_drug, context_molecules,
+from .encoders import (CategoricalEmbedding, DrugMoleculeEncoder, MolecularGraphs, PatientEncoder, context_molecules,
                        ddi_tensor, extend_substructure_mask)
 
 
@@ -100,15 +100,9 @@ class MoleRecNet(nn.Module):
     def __init__(self, n_diagnoses: int, n_procedures: int, ddi_adj: torch.Tensor, molecules: DrugMolecules,
                  emb_dim: int, dropout: float, gnn_layers: int, substructure_encoder: str, heads: int) -> None:
         super().__init__()
-        n_drugs = ddi_adj.shape[0]
         self.encoder = PatientEncoder(n_diagnoses, n_procedures, emb_dim, pooling="sum", dropout=dropout)
         # molecules -> drugs
-        self.n_molecules = molecules.n_molecules
-        self.molecules = MolecularGraphs(molecules.molecule_batch())
-        self.register_buffer("projection", molecules.average_projection(), persistent=False)
-        self.register_buffer("has_molecule", torch.as_tensor(molecules.has_molecule), persistent=False)
-        self.molecule_gnn = MoleculeGIN(emb_dim, gnn_layers, dropout)
-        self.molecule_fallback = nn.Parameter(torch.empty(n_drugs, emb_dim).uniform_(-0.1, 0.1))
+        self.drug_embeddings = DrugMoleculeEncoder(molecules, MoleculeGIN(emb_dim, gnn_layers, dropout), emb_dim)
         # substructures (+ one pseudo-substructure per drug without any)
         mask = extend_substructure_mask(torch.as_tensor(molecules.mask))
         self.register_buffer("substructure_mask", mask)
@@ -130,13 +124,6 @@ class MoleRecNet(nn.Module):
         self.k_proj = nn.Linear(emb_dim, emb_dim)
         self.score = nn.Sequential(nn.Linear(emb_dim, emb_dim // 2), nn.ReLU(), nn.Linear(emb_dim // 2, 1))
         self.register_buffer("ddi_adj", ddi_adj.float(), persistent=False)
-
-    def drug_embeddings(self) -> torch.Tensor:
-        """float [|M|, d]: molecule embeddings averaged per drug."""
-        if self.n_molecules == 0:
-            return self.molecule_fallback
-        mol = self.molecule_gnn(self.molecules)
-        return average_per_drug(mol, self.projection, self.has_molecule, self.molecule_fallback)
 
     def substructure_embeddings(self) -> torch.Tensor:
         """float [S', d]: substructure embeddings after the set-attention block."""

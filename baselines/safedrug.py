@@ -45,7 +45,7 @@ from medrec_bench.molecules import ATOM_FEATURES, DrugMolecules
 from medrec_bench.tasks import VisitBatch
 
 from .ddi_loss import DDIControlledLoss, DDILossLogging, Scope, check_rate_scope
-from .encoders import (CategoricalEmbedding, MolecularGraphs, PatientEncoder, average_per_drug, context_molecules,
+from .encoders import (CategoricalEmbedding, DrugMoleculeEncoder, MolecularGraphs, PatientEncoder, context_molecules,
                        ddi_tensor, extend_substructure_mask)
 
 
@@ -75,12 +75,7 @@ class SafeDrugNet(nn.Module):
         n_drugs = ddi_adj.shape[0]
         self.encoder = PatientEncoder(n_diagnoses, n_procedures, emb_dim, pooling="sum", dropout=dropout)
         # global encoder: every molecule, averaged per drug
-        self.n_molecules = molecules.n_molecules
-        self.molecules = MolecularGraphs(molecules.molecule_batch())
-        self.register_buffer("projection", molecules.average_projection(), persistent=False)
-        self.register_buffer("has_molecule", torch.as_tensor(molecules.has_molecule), persistent=False)
-        self.mpnn = MoleculeMPNN(emb_dim, mpnn_layers)
-        self.fallback = nn.Parameter(torch.empty(n_drugs, emb_dim).uniform_(-0.1, 0.1))
+        self.drug_embeddings = DrugMoleculeEncoder(molecules, MoleculeMPNN(emb_dim, mpnn_layers), emb_dim)
         self.global_out = nn.Linear(n_drugs, n_drugs)
         self.global_norm = nn.LayerNorm(n_drugs)
         # local encoder: BRICS substructures
@@ -90,13 +85,6 @@ class SafeDrugNet(nn.Module):
         bound = 1.0 / math.sqrt(n_drugs)
         self.local_out = nn.Parameter(torch.empty(mask.shape[1], n_drugs).uniform_(-bound, bound))
         self.register_buffer("ddi_adj", ddi_adj.float(), persistent=False)
-
-    def drug_embeddings(self) -> torch.Tensor:
-        """float [|M|, d]: the global (molecule) embedding of each drug."""
-        if self.n_molecules == 0:
-            return self.fallback
-        mol = self.mpnn(self.molecules)
-        return average_per_drug(mol, self.projection, self.has_molecule, self.fallback)
 
     def forward(self, batch: VisitBatch) -> torch.Tensor:
         query = self.encoder(batch).current  # [B, d]

@@ -2,19 +2,21 @@
 
 Usage::
 
-    python bench/train_speed.py [--models gamenet,safedrug,molerec] [--epochs 3] [--patients 2000]
-                                [--protocol visit] [--bs1-steps 150] [--bs1-patients 250] [--threads 1]
-                                [--repeats 2] [--defaults] [--seed 0] [--cache DIR]
+    python bench/train_speed.py [--models gamenet,safedrug,molerec] [--patients 2000] [--protocol visit]
+                                [--bs1-steps 150] [--repeats 3] [--epochs 15] [--quality-patients 600]
+                                [--seeds 0,1,2] [--skip-quality] [--defaults] [--threads 1] [--cache DIR]
 
 Three measurements on the embedded synthetic cohort, each model with its registry parameters (``registry.yaml``):
 
 1. speed: one training epoch in mini-batches (registry ``batch_size`` and ``lr``) on the ``--patients`` cohort, timed
    without the per-epoch validation pass, next to batch size 1 with the authors' learning rate; the batch-size-1 arm
-   times ``--bs1-steps`` steps and extrapolates to the epoch (it would take minutes to hours otherwise); each arm
-   is timed ``--repeats`` times and the fastest run is reported;
-2. quality: both arms trained for ``--epochs`` epochs (no early stopping) on a smaller cohort (``--bs1-patients``, so
-   that batch size 1 finishes), with the validation Jaccard / PRAUC of the state kept by the shared loop (the best
-   validation PRAUC); same seed and data for both arms;
+   times ``--bs1-steps`` steps and extrapolates to the epoch (it would take minutes to hours otherwise); the two arms
+   alternate ``--repeats`` times and the fastest run of each is reported (the machine may be shared);
+2. quality after the same number of epochs: both arms trained for ``--epochs`` epochs (no early stopping; the shared
+   loop keeps the state with the best validation PRAUC) on a smaller cohort (``--quality-patients``, so that batch
+   size 1 finishes), for each of ``--seeds``; same data for both arms. Reported: mean and standard deviation over the
+   seeds of the validation Jaccard (threshold 0.5) and PRAUC, and the mean paired difference mini-batch minus
+   batch 1 (the target: >= 0 for Jaccard);
 3. ``--defaults``: the registry defaults end to end on the ``--patients`` cohort (early stopping included), with
    the training seconds and test scores.
 
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tabulate import tabulate
 
@@ -57,22 +60,25 @@ def peak_rss_mb() -> float:
 
 
 def timed_fit(model: Any, train: list, val: list, ctx: Context) -> tuple[float, float]:
-    """Fit ``model``; returns (seconds without validation, seconds of validation predictions)."""
-    spent = [0.0]
-    predict: Callable = model.predict_proba
+    """Fit ``model``; returns (training seconds without building the network and without validation, seconds of
+    validation predictions)."""
+    spent = {"build": 0.0, "predict": 0.0}
 
-    def timed_predict(samples):
-        t = time.perf_counter()
-        out = predict(samples)
-        spent[0] += time.perf_counter() - t
-        return out
+    def timing(key: str, fn: Callable) -> Callable:
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            out = fn(*a, **kw)
+            spent[key] += time.perf_counter() - t
+            return out
+        return timed
 
-    model.predict_proba = timed_predict
+    model.predict_proba = timing("predict", model.predict_proba)
+    model.build = timing("build", model.build)
     t = time.perf_counter()
     model.fit(train, val, ctx)
     total = time.perf_counter() - t
-    del model.predict_proba
-    return total - spent[0], spent[0]
+    del model.predict_proba, model.build
+    return total - spent["build"] - spent["predict"], spent["predict"]
 
 
 def scores(model: Any, samples: list, cohort: Any) -> dict[str, float]:
@@ -83,16 +89,24 @@ def scores(model: Any, samples: list, cohort: Any) -> dict[str, float]:
             "ddi": ddi_rate(prob >= model.default_threshold, cohort.ddi)}
 
 
+def mean_sd(results: list[dict[str, float]], key: str) -> str:
+    """``"mean ± sd"`` of ``key`` over ``results`` (sd 0 for one result)."""
+    values = np.array([r[key] for r in results])
+    return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="gamenet,safedrug,molerec")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs of the quality comparison")
     ap.add_argument("--patients", type=int, default=2000, help="synthetic cohort size for speed and --defaults")
     ap.add_argument("--protocol", default="visit", choices=("visit", "last_visit"))
     ap.add_argument("--bs1-steps", type=int, default=150, help="batch-size-1 steps timed for the extrapolation")
-    ap.add_argument("--bs1-patients", type=int, default=250, help="cohort size of the quality comparison")
+    ap.add_argument("--repeats", type=int, default=3, help="timing repeats of part 1 (the fastest is reported)")
+    ap.add_argument("--epochs", type=int, default=15, help="epochs of the quality comparison")
+    ap.add_argument("--quality-patients", type=int, default=600, help="cohort size of the quality comparison")
+    ap.add_argument("--seeds", default="0,1,2", help="seeds of the quality comparison (comma-separated)")
+    ap.add_argument("--skip-quality", action="store_true", help="skip part 2 (the slow batch-size-1 training)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=2, help="timing repeats of part 1 (the fastest is reported)")
     ap.add_argument("--defaults", action="store_true", help="also train the registry defaults end to end")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="cohort cache folder (default: a temporary folder)")
@@ -130,29 +144,37 @@ def main(argv: list[str] | None = None) -> None:
     print(f"peak RSS {peak_rss_mb():.0f} MiB")
 
     # 2. quality after the same number of epochs --------------------------------------------------------------------
-    small = load_cohort("synthetic", patients=args.bs1_patients, cache=cache)
-    s_splits = make_splits(small, args.protocol, seed=args.seed)
-    s_train, s_val = list(s_splits.train), list(s_splits.val)
-    s_ctx = Context.from_cohort(small, seed=args.seed, work_dir=cache / "work")
-    rows = []
-    for name in names:
-        entry = registry.get(name)
-        arms = {"batch 1": entry.create({"epochs": args.epochs, "patience": 0, "batch_size": 1,
-                                         "lr": AUTHORS_LR[name]}),
-                "mini-batch": entry.create({"epochs": args.epochs, "patience": 0})}
-        res = {}
-        for arm, model in arms.items():
-            train_s, _ = timed_fit(model, s_train, s_val, s_ctx)
-            res[arm] = (train_s, scores(model, s_val, small))
-        rows.append([name, f"{res['batch 1'][1]['jaccard']:.4f}", f"{res['mini-batch'][1]['jaccard']:.4f}",
-                     f"{res['batch 1'][1]['prauc']:.4f}", f"{res['mini-batch'][1]['prauc']:.4f}",
-                     f"{res['batch 1'][0]:.1f}", f"{res['mini-batch'][0]:.1f}",
-                     f"lr {AUTHORS_LR[name]:g} / bs {arms['mini-batch'].batch_size}, lr {arms['mini-batch'].lr:g}"])
-    print(f"\n2. validation scores after {args.epochs} epochs, {args.bs1_patients}-patient cohort "
-          f"({len(s_train)} training / {len(s_val)} validation samples)")
-    print(tabulate(rows, headers=["model", "val Jaccard bs1", "val Jaccard mini", "val PRAUC bs1", "val PRAUC mini",
-                                  "train s bs1", "train s mini", "settings (bs1 / mini)"]))
-    print(f"peak RSS {peak_rss_mb():.0f} MiB")
+    if not args.skip_quality:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        small = load_cohort("synthetic", patients=args.quality_patients, cache=cache)
+        s_splits = make_splits(small, args.protocol, seed=args.seed)
+        s_train, s_val = list(s_splits.train), list(s_splits.val)
+        rows = []
+        for name in names:
+            entry = registry.get(name)
+            arms = {"batch 1": {"batch_size": 1, "lr": AUTHORS_LR[name]}, "mini-batch": {}}
+            got: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
+            for seed in seeds:
+                s_ctx = Context.from_cohort(small, seed=seed, work_dir=cache / "work")
+                for arm, params in arms.items():
+                    model = entry.create({"epochs": args.epochs, "patience": 0, **params})
+                    train_s, _ = timed_fit(model, s_train, s_val, s_ctx)
+                    got[arm].append({**scores(model, s_val, small), "train_s": train_s})
+                    print(f"  {name} seed {seed} {arm}: val Jaccard {got[arm][-1]['jaccard']:.4f}, "
+                          f"PRAUC {got[arm][-1]['prauc']:.4f}, {train_s:.0f} s", flush=True)
+            diff = np.array([m["jaccard"] - o["jaccard"] for m, o in zip(got["mini-batch"], got["batch 1"])])
+            mini = entry.create()
+            rows.append([name, mean_sd(got["batch 1"], "jaccard"), mean_sd(got["mini-batch"], "jaccard"),
+                         f"{diff.mean():+.4f}", mean_sd(got["batch 1"], "prauc"), mean_sd(got["mini-batch"], "prauc"),
+                         f"{np.mean([g['train_s'] for g in got['batch 1']]):.0f}",
+                         f"{np.mean([g['train_s'] for g in got['mini-batch']]):.0f}",
+                         f"lr {AUTHORS_LR[name]:g} / bs {mini.batch_size}, lr {mini.lr:g}"])
+        print(f"\n2. validation scores after {args.epochs} epochs, {args.quality_patients}-patient cohort "
+              f"({len(s_train)} training / {len(s_val)} validation samples), mean ± sd over seeds {seeds}")
+        print(tabulate(rows, headers=["model", "val Jaccard bs1", "val Jaccard mini", "mini - bs1 (paired)",
+                                      "val PRAUC bs1", "val PRAUC mini", "train s bs1", "train s mini",
+                                      "settings (bs1 / mini)"]))
+        print(f"peak RSS {peak_rss_mb():.0f} MiB")
 
     # 3. registry defaults end to end -------------------------------------------------------------------------------
     if args.defaults:

@@ -135,6 +135,21 @@ def test_cooccurrence_graph_uses_visits_once(splits, synthetic):
         assert adj[drugs[0], drugs[1]] == 1.0
 
 
+@pytest.mark.parametrize("name", ["safedrug", "molerec"])
+def test_molecule_encoders_are_trained_end_to_end(name, splits, synthetic, tmp_path):
+    """The molecule GNN gets gradients through the recommendation loss (SafeDrug's released code keeps it frozen)."""
+    model = MODELS[name](**MODELS[name].test_params)
+    ctx = Context.from_cohort(synthetic, seed=0, work_dir=tmp_path)
+    model.ctx, model.module = ctx, model.build(ctx)
+    samples = list(splits["visit"].train)[:8]
+    loss = model.loss(model.make_batch(samples, ctx), targets_matrix(samples, ctx.n_drugs).float(), epoch=0)
+    loss.backward()
+    gnn = model.module.drug_embeddings.gnn
+    assert gnn.training and any(True for _ in gnn.parameters())
+    for param_name, param in gnn.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, param_name
+
+
 # --- (a) padding invariance ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(MODELS))
 def test_padding_invariance(name, trained, splits):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from medrec_bench.tasks import collate_visits, make_splits, pad_sets
+from medrec_bench.tasks import collate_visits, make_splits, multi_hot, pad_sets
 
 
 def _patients(samples):
@@ -74,6 +74,11 @@ def test_padding_and_collation(demo_cohort):
     codes, mask = pad_sets([(3, 1), (), (2,)], pad=9)
     assert codes.tolist() == [[3, 1], [9, 9], [2, 9]]
     assert mask.tolist() == [[True, True], [False, False], [True, False]]
+    codes, mask = pad_sets([(), ()], pad=0, min_len=3)  # all empty: min_len columns of padding
+    assert codes.tolist() == [[0, 0, 0]] * 2 and not mask.any()
+    assert pad_sets([], pad=0)[0].shape == (0, 1)
+    assert multi_hot([(0, 2), (), (1, 1)], 3).tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]
+    assert multi_hot([], 3).shape == (0, 3)
     s = make_splits(demo_cohort, "visit", 0)
     samples = sorted(s.train, key=lambda x: -x.n_visits)[:4]
     v = demo_cohort.vocab
