@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from leader.teacher import LORA_TARGETS, TrainableStateModule, pad_tokens
+from leader.lora import LORA_TARGETS, apply_lora
+from leader.teacher import TrainableStateModule, pad_tokens
 
 __all__ = ["AdapterLM", "DrugNameMatcher", "LORA_TARGETS", "ParsedAnswer", "apply_lora", "call_lm",
            "greedy_decode", "input_device", "normalize_name", "output_cache"]
@@ -243,19 +244,6 @@ def greedy_decode(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new
 
 
 # --- LoRA -----------------------------------------------------------------------------------------------------------
-def apply_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, targets: str) -> nn.Module:
-    """Freeze ``model`` and add LoRA adapters (peft) on ``targets`` (comma-separated module names, or
-    ``all-linear``); returns the peft model (its ``get_base_model()`` runs with the adapters active)."""
-    from peft import LoraConfig, get_peft_model
-
-    for p in model.parameters():
-        p.requires_grad_(False)
-    modules: str | list[str] = targets if targets == "all-linear" else \
-        [t.strip() for t in targets.split(",") if t.strip()]
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none")
-    return get_peft_model(model, config)
-
-
 class AdapterLM(TrainableStateModule):
     """A LoRA-adapted causal LM (``peft_model``) whose ``state_dict`` / ``load_state_dict`` cover only the trainable
     tensors (the adapters), so best-state copies and checkpoints stay small; the frozen backbone is rebuilt from its

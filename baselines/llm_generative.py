@@ -41,7 +41,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from leader.backbones import Backbone, load_backbone
-from leader.prompts import PromptConfig, answer_text, drug_names, fit_prompt
+from leader.lora import PromptLoRATraining
+from leader.prompts import answer_text, drug_names, fit_prompt
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.tasks.batching import targets_matrix
 from medrec_bench.tasks.protocols import Sample
@@ -84,7 +85,7 @@ def generation_scores(generated: Sequence[Sequence[int]], frequencies: np.ndarra
     return out.astype(np.float32)
 
 
-class LLMGenerative(TorchRecommender):
+class LLMGenerative(PromptLoRATraining, TorchRecommender):
     """LoRA-fine-tuned causal LM that generates the drug names (see the module docstring).
 
     Units: ``max_length`` / ``max_new_tokens`` tokens (the prompt gets ``max_length - max_new_tokens``);
@@ -139,16 +140,6 @@ class LLMGenerative(TorchRecommender):
         self._prompts: dict[tuple[str, str], list[int]] = {}
         self._answers: dict[tuple[str, str], list[int]] = {}
 
-    @property
-    def accumulation_steps(self) -> int:  # type: ignore[override]
-        """Batches per optimizer step: effective batch = ``accumulation_steps * batch_size``."""
-        return max(1, self.effective_batch_size // self.batch_size)
-
-    @property
-    def prompt_config(self) -> PromptConfig:
-        return PromptConfig(max_history=self.max_history, include_profile=self.include_profile,
-                            max_length=self.max_length)
-
     # --- the network -------------------------------------------------------------------------------------------------
     def build(self, ctx: Context) -> nn.Module:
         self._backbone = load_backbone(self.backbone, dtype=self.dtype, with_lm_head=True, device=ctx.device)
@@ -158,11 +149,6 @@ class LLMGenerative(TorchRecommender):
         peft_model = apply_lora(self._backbone.model, r=self.lora_r, alpha=self.lora_alpha,
                                 dropout=self.lora_dropout, targets=self.lora_targets)
         return AdapterLM(peft_model)
-
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        assert self.module is not None
-        return torch.optim.Adam([p for p in self.module.parameters() if p.requires_grad], lr=self.lr,
-                                weight_decay=self.weight_decay)
 
     @property
     def matcher(self) -> DrugNameMatcher:

@@ -54,12 +54,12 @@ from medrec_bench.tasks.protocols import Sample
 
 from .backbones import Backbone, load_backbone
 from .features import FeatureCache
-from .prompts import PromptConfig, fit_prompt
+from .lora import LORA_TARGETS, PromptLoRATraining, apply_lora
+from .prompts import fit_prompt
 
 __all__ = ["LORA_TARGETS", "LeaderTeacher", "TeacherNet", "TokenBatch", "pad_tokens"]
 
 #: LoRA on all attention and MLP projections of a Llama-style model
-LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 PADDING_SIDES = ("right", "left")
 
 
@@ -168,7 +168,7 @@ class TeacherNet(TrainableStateModule):
         return self.head(pooled.to(device=self.head.weight.device, dtype=self.head.weight.dtype))
 
 
-class LeaderTeacher(TorchRecommender):
+class LeaderTeacher(PromptLoRATraining, TorchRecommender):
     """LEADER(T): LoRA-fine-tuned LLM with a linear classifier over the drugs (see the module docstring).
 
     Units: ``max_length`` tokens; ``batch_size`` / ``eval_batch_size`` / ``effective_batch_size`` samples;
@@ -215,44 +215,18 @@ class LeaderTeacher(TorchRecommender):
         self._steps_done = 0
         self._last_loss = float("nan")
 
-    @property
-    def accumulation_steps(self) -> int:  # type: ignore[override]
-        """Batches per optimizer step: effective batch = ``accumulation_steps * batch_size``."""
-        return max(1, self.effective_batch_size // self.batch_size)
-
-    @property
-    def prompt_config(self) -> PromptConfig:
-        return PromptConfig(max_history=self.max_history, include_profile=self.include_profile,
-                            max_length=self.max_length)
-
     # --- the network -------------------------------------------------------------------------------------------------
     def build(self, ctx: Context) -> nn.Module:
         self._backbone = load_backbone(self.backbone, dtype=self.dtype, with_lm_head=False, device=ctx.device)
-        from peft import LoraConfig, get_peft_model  # after the backbone: a missing one fails fast
-
         self._tokens = {}
         self._fingerprint = None
         self._features = None
-        model = self._backbone.model
-        for p in model.parameters():
-            p.requires_grad_(False)
-        if self.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        targets: str | list[str] = (self.lora_targets if self.lora_targets == "all-linear"
-                                    else [t.strip() for t in self.lora_targets.split(",") if t.strip()])
-        config = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                            target_modules=targets, bias="none")
-        peft_model = get_peft_model(model, config)
+        peft_model = apply_lora(self._backbone.model, r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                                targets=self.lora_targets, gradient_checkpointing=self.gradient_checkpointing)
         net = TeacherNet(peft_model, self._backbone.hidden_size, ctx.n_drugs)
         if ctx.device == "auto":
             net.head.to(net.input_device)
         return net
-
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        assert self.module is not None
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
     # --- inputs ------------------------------------------------------------------------------------------------------
     def token_ids(self, sample: Sample) -> list[int]:

@@ -1,0 +1,63 @@
+"""LoRA fine-tuning pieces shared by the LEADER teacher and the generative LLM baseline: adapters on a frozen
+backbone (peft) and the training settings of a prompt-based :class:`~medrec_bench.models.TorchRecommender`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .prompts import PromptConfig
+
+#: the attention and MLP projections of LLaMA-style decoders (LEADER adapts all of them)
+LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+def apply_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, targets: str,
+               gradient_checkpointing: bool = False) -> nn.Module:
+    """Freeze ``model`` and add LoRA adapters (peft) on ``targets`` (comma-separated module names, or
+    ``all-linear``); returns the peft model (its ``get_base_model()`` runs with the adapters active).
+    ``gradient_checkpointing`` recomputes activations in the backward pass (less memory, slower)."""
+    from peft import LoraConfig, get_peft_model
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    modules: str | list[str] = targets if targets == "all-linear" else \
+        [t.strip() for t in targets.split(",") if t.strip()]
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none")
+    return get_peft_model(model, config)
+
+
+class PromptLoRATraining:
+    """Mixin for a prompt-based, LoRA-tuned :class:`~medrec_bench.models.TorchRecommender` with the attributes
+    ``effective_batch_size``, ``batch_size``, ``max_history``, ``include_profile``, ``max_length``, ``lr`` and
+    ``weight_decay``: gradient accumulation up to the effective batch, the prompt settings, and Adam over the
+    trainable tensors only (the adapters and any head)."""
+
+    effective_batch_size: int
+    batch_size: int
+    max_history: int
+    include_profile: bool
+    max_length: int
+    lr: float
+    weight_decay: float
+    module: Any
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Batches per optimizer step: effective batch = ``accumulation_steps * batch_size``."""
+        return max(1, self.effective_batch_size // self.batch_size)
+
+    @property
+    def prompt_config(self) -> PromptConfig:
+        return PromptConfig(max_history=self.max_history, include_profile=self.include_profile,
+                            max_length=self.max_length)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        assert self.module is not None
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
