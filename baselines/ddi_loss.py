@@ -32,7 +32,7 @@ zero diagonal):
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.nn import functional as F
@@ -201,3 +201,32 @@ class DDILossLogging:
     def on_epoch_end(self, record: dict[str, float]) -> None:
         values = self.__dict__.pop("_ddi_weights", [])
         record[self.ddi_record_key] = sum(values) / max(len(values), 1)
+
+
+class DDIControlledTraining(DDILossLogging):
+    """Mixin for a :class:`~medrec_bench.models.TorchRecommender` trained with :class:`DDIControlledLoss` (SafeDrug,
+    MoleRec): reads the attributes ``target_ddi``, ``bce_weight``, ``margin_weight``, ``ddi_scale``,
+    ``ddi_rate_scope``, ``default_threshold`` and ``module.ddi_adj``, and the rule and its parameter from
+    :meth:`ddi_rule`; logs the batch's mean beta as the history's ``mean_beta`` (1 = DDI penalty never active)."""
+
+    target_ddi: float
+    bce_weight: float
+    margin_weight: float
+    ddi_scale: float
+    ddi_rate_scope: Scope
+    default_threshold: float
+    module: Any
+    forward: Any
+
+    def ddi_rule(self) -> dict[str, Any]:
+        """``{"rule": ..., <its parameter>: ...}`` for :class:`DDIControlledLoss`."""
+        raise NotImplementedError
+
+    def loss(self, batch: Any, target: torch.Tensor, epoch: int) -> torch.Tensor:
+        criterion = DDIControlledLoss(self.module.ddi_adj, target_ddi=self.target_ddi, bce_weight=self.bce_weight,
+                                      margin_weight=self.margin_weight, ddi_reduction="sum",
+                                      ddi_scale=self.ddi_scale, threshold=self.default_threshold,
+                                      rate_scope=self.ddi_rate_scope, **self.ddi_rule())
+        loss, beta = criterion(self.forward(batch), target)
+        self.log_ddi_weight(beta)
+        return loss

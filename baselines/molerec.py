@@ -37,7 +37,7 @@ Deviations from the authors' code (github.com/yangnianzu0515/MoleRec):
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.molecules import ATOM_FEATURES, BOND_FEATURES, DrugMolecules
 from medrec_bench.tasks import VisitBatch
 
-from .ddi_loss import DDIControlledLoss, DDILossLogging, Scope, check_rate_scope
+from .ddi_loss import DDIControlledTraining, Scope, check_rate_scope
 from .encoders import (CategoricalEmbedding, DrugMoleculeEncoder, MolecularGraphs, PatientEncoder, context_molecules,
                        ddi_tensor, extend_substructure_mask)
 
@@ -163,7 +163,7 @@ def own_substructures(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(valid, order, torch.zeros_like(order)), valid
 
 
-class MoleRec(DDILossLogging, TorchRecommender):
+class MoleRec(DDIControlledTraining, TorchRecommender):
     """MoleRec; see the module docstring for the model, the loss and the deviations from the released code.
 
     ``emb_dim`` (64), ``dropout`` (0.7; the authors' ``--dp``, used on code embeddings and in the GINs),
@@ -204,14 +204,8 @@ class MoleRec(DDILossLogging, TorchRecommender):
         return MoleRecNet(len(ctx.vocab.diagnoses), len(ctx.vocab.procedures), ddi_tensor(ctx), context_molecules(ctx),
                           self.emb_dim, self.dropout, self.gnn_layers, self.substructure_encoder, self.heads)
 
-    def loss(self, batch: VisitBatch, target: torch.Tensor, epoch: int) -> torch.Tensor:
-        criterion = DDIControlledLoss(self.module.ddi_adj, target_ddi=self.target_ddi, rule="molerec", coef=self.coef,
-                                      bce_weight=self.bce_weight, margin_weight=self.margin_weight,
-                                      ddi_reduction="sum", ddi_scale=self.ddi_scale,
-                                      threshold=self.default_threshold, rate_scope=self.ddi_rate_scope)
-        loss, beta = criterion(self.forward(batch), target)
-        self.log_ddi_weight(beta)  # the history's ``mean_beta``: 1 = DDI penalty never active
-        return loss
+    def ddi_rule(self) -> dict[str, Any]:
+        return {"rule": "molerec", "coef": self.coef}
 
 
 __all__ = ["MoleRec", "MoleRecNet", "MoleculeGIN", "SetAttentionBlock"]

@@ -34,7 +34,7 @@ Deviations from the authors' code (github.com/ycq091044/SafeDrug):
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.molecules import ATOM_FEATURES, DrugMolecules
 from medrec_bench.tasks import VisitBatch
 
-from .ddi_loss import DDIControlledLoss, DDILossLogging, Scope, check_rate_scope
+from .ddi_loss import DDIControlledTraining, Scope, check_rate_scope
 from .encoders import (CategoricalEmbedding, DrugMoleculeEncoder, MolecularGraphs, PatientEncoder, context_molecules,
                        ddi_tensor, extend_substructure_mask)
 
@@ -95,7 +95,7 @@ class SafeDrugNet(nn.Module):
         return local_part * global_part
 
 
-class SafeDrug(DDILossLogging, TorchRecommender):
+class SafeDrug(DDIControlledTraining, TorchRecommender):
     """SafeDrug; see the module docstring for the model, the loss and the deviations from the released code.
 
     ``emb_dim`` (64), ``dropout`` on code embeddings (0.5), ``mpnn_layers`` (2), ``target_ddi`` (0.06), ``kp``
@@ -129,14 +129,8 @@ class SafeDrug(DDILossLogging, TorchRecommender):
         return SafeDrugNet(len(ctx.vocab.diagnoses), len(ctx.vocab.procedures), ddi_tensor(ctx),
                            context_molecules(ctx), self.emb_dim, self.dropout, self.mpnn_layers)
 
-    def loss(self, batch: VisitBatch, target: torch.Tensor, epoch: int) -> torch.Tensor:
-        criterion = DDIControlledLoss(self.module.ddi_adj, target_ddi=self.target_ddi, rule="safedrug", kp=self.kp,
-                                      bce_weight=self.bce_weight, margin_weight=self.margin_weight,
-                                      ddi_reduction="sum", ddi_scale=self.ddi_scale,
-                                      threshold=self.default_threshold, rate_scope=self.ddi_rate_scope)
-        loss, beta = criterion(self.forward(batch), target)
-        self.log_ddi_weight(beta)  # the history's ``mean_beta``: 1 = DDI penalty never active
-        return loss
+    def ddi_rule(self) -> dict[str, Any]:
+        return {"rule": "safedrug", "kp": self.kp}
 
 
 __all__ = ["MoleculeMPNN", "SafeDrug", "SafeDrugNet"]
