@@ -16,8 +16,7 @@ from .protocols import Sample
 def pad_sets(sets: Sequence[Sequence[int]], pad: int, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Code sets -> (long [B, L], bool mask [B, L]) with L = max(len, min_len); each row's codes come first, in
     their order, then ``pad``."""
-    rows, flat = _flatten(sets)
-    lengths = np.bincount(rows, minlength=len(sets))
+    lengths, flat = _flatten(sets)
     length = max(int(lengths.max(initial=0)), min_len)
     mask = np.arange(length)[None, :] < lengths[:, None]
     out = np.full((len(sets), length), pad, dtype=np.int64)
@@ -27,17 +26,16 @@ def pad_sets(sets: Sequence[Sequence[int]], pad: int, min_len: int = 1) -> tuple
 
 def multi_hot(sets: Sequence[Sequence[int]], size: int) -> torch.Tensor:
     """Code sets -> float [B, size] with 1.0 at each member."""
-    rows, flat = _flatten(sets)
+    lengths, flat = _flatten(sets)
     out = np.zeros((len(sets), size), dtype=np.float32)
-    out[rows, flat] = 1.0
+    out[np.repeat(np.arange(len(sets)), lengths), flat] = 1.0
     return torch.from_numpy(out)
 
 
 def _flatten(sets: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(row of each member, the members) as int64 arrays, row-major."""
+    """(length of each set, all members concatenated in order) as int64 arrays."""
     lengths = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
-    flat = np.fromiter(chain.from_iterable(sets), dtype=np.int64, count=int(lengths.sum()))
-    return np.repeat(np.arange(len(sets)), lengths), flat
+    return lengths, np.fromiter(chain.from_iterable(sets), dtype=np.int64, count=int(lengths.sum()))
 
 
 @dataclass
