@@ -41,7 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from leader.backbones import Backbone, load_backbone
-from leader.lora import PromptLoRATraining
+from leader.lora import PromptLoRATraining, check_effective_batch_size
 from leader.prompts import answer_text, drug_names, fit_prompt
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.tasks.batching import targets_matrix
@@ -114,8 +114,6 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
             raise ValueError(f"need 1 <= max_new_tokens ({max_new_tokens}) < max_length ({max_length})")
         if not 0.0 < match_threshold <= 1.0:
             raise ValueError(f"match_threshold must be in (0, 1], not {match_threshold}")
-        if effective_batch_size < batch_size:
-            raise ValueError(f"effective_batch_size ({effective_batch_size}) < batch_size ({batch_size})")
         self.backbone = backbone
         self.dtype = dtype
         self.lora_r = lora_r
@@ -128,7 +126,7 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
         self.max_new_tokens = max_new_tokens
         self.match_threshold = match_threshold
         self.answer_order = answer_order
-        self.effective_batch_size = effective_batch_size
+        self.effective_batch_size = check_effective_batch_size(effective_batch_size, batch_size)
         self.eval_batch_size = eval_batch_size
         self.val_samples = val_samples
         self.frequencies: np.ndarray | None = None

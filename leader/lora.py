@@ -32,6 +32,14 @@ def apply_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, targets:
     return get_peft_model(model, config)
 
 
+def check_effective_batch_size(effective_batch_size: int, batch_size: int) -> int:
+    """``effective_batch_size`` if it is at least ``batch_size`` (accumulation cannot shrink a batch), else a
+    ValueError naming both."""
+    if effective_batch_size < batch_size:
+        raise ValueError(f"effective_batch_size ({effective_batch_size}) < batch_size ({batch_size})")
+    return effective_batch_size
+
+
 class PromptLoRATraining:
     """Mixin for a prompt-based, LoRA-tuned :class:`~medrec_bench.models.TorchRecommender` with the attributes
     ``effective_batch_size``, ``batch_size``, ``max_history``, ``include_profile``, ``max_length``, ``lr`` and

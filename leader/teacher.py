@@ -54,7 +54,7 @@ from medrec_bench.tasks.protocols import Sample
 
 from .backbones import Backbone, load_backbone
 from .features import FeatureCache
-from .lora import LORA_TARGETS, PromptLoRATraining, apply_lora
+from .lora import LORA_TARGETS, PromptLoRATraining, apply_lora, check_effective_batch_size
 from .prompts import fit_prompt
 
 __all__ = ["LORA_TARGETS", "LeaderTeacher", "TeacherNet", "TokenBatch", "pad_tokens"]
@@ -191,8 +191,6 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
                          seed=seed)
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, not {padding_side!r}")
-        if effective_batch_size < batch_size:
-            raise ValueError(f"effective_batch_size ({effective_batch_size}) < batch_size ({batch_size})")
         self.backbone = backbone
         self.dtype = dtype
         self.lora_r = lora_r
@@ -203,7 +201,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         self.include_profile = include_profile
         self.max_length = max_length
         self.max_steps = max_steps
-        self.effective_batch_size = effective_batch_size
+        self.effective_batch_size = check_effective_batch_size(effective_batch_size, batch_size)
         self.eval_batch_size = eval_batch_size
         self.padding_side = padding_side
         self.gradient_checkpointing = gradient_checkpointing
