@@ -2,8 +2,7 @@
 ``popular`` on the embedded synthetic cohort under both protocols, DDI control, and the MIMIC-III demo end to end.
 
 Trained models are shared through module-scoped fixtures; every training uses few epochs and small settings (checked
-with several seeds to hold with a margin), and one torch thread (faster for these small ops on a shared 2-core
-machine; restored afterwards).
+with several seeds to hold with a margin), on the one torch thread that tests/conftest.py sets for the suite.
 """
 
 from __future__ import annotations
@@ -34,14 +33,6 @@ FAST = {
                 "substructure_encoder": "embedding", "patience": 0},
 }
 PROTOCOLS = ("visit", "last_visit")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

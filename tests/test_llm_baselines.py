@@ -26,15 +26,6 @@ NAMES = ["antacids", "opioids", "antiarrhythmics, class i and iii", "lipid modif
          "beta blocking agents"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread (and are not slowed by a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def splits(demo_cohort):
     return make_splits(demo_cohort, "visit", seed=0)

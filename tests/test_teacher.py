@@ -14,15 +14,6 @@ from medrec_bench.models import STATE_FILE, Context
 from medrec_bench.tasks import make_splits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and a busy 2-core machine makes 2-thread OpenMP crawl)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def patients32(demo_cohort):
     """32 demo patients (one last-visit sample each)."""
