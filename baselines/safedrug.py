@@ -102,11 +102,12 @@ class SafeDrug(DDIControlledTraining, TorchRecommender):
     (0.05), ``bce_weight`` / ``margin_weight`` (0.95 / 0.05), ``ddi_scale`` (0.0005), ``ddi_rate_scope``
     (``"visit"`` or ``"batch"``). The authors train with Adam, lr 5e-4, one visit per step, 50 epochs. Defaults
     here: batch 16, lr 3e-3, early stopping (see ``bench/train_speed.py``). Batch 16 rather than 32: each step
-    re-encodes every molecule, so an epoch of batch 16 is still about 13x faster than batch 1, and its twice as many
-    steps per epoch reach batch 1's validation Jaccard after the same number of epochs (batch 32 stays about 0.012
-    below it). The learning rate not higher: at 4e-3 (batch 16) the scores drop, and at 5e-3 (batch 32) the query and
-    the trained molecule embeddings grow until both sigmoids saturate and for some seeds the model predicts the same
-    drugs for every patient (2,000-patient synthetic cohort, seed 1: test Jaccard 0.394, below ``popular``).
+    re-encodes every molecule, so an epoch of batch 16 is still about 13x faster than batch 1, and with twice as many
+    steps per epoch its validation Jaccard after the same number of epochs is 0.002 below batch 1's, within seed
+    noise (5 seeds; batch 32: 0.012 below). The learning rate not higher: at 4e-3 (batch 16) the scores drop, and at
+    5e-3 (batch 32) the query and the trained molecule embeddings grow until both sigmoids saturate and for some
+    seeds the model predicts the same drugs for every patient (2,000-patient synthetic cohort, seed 1: test Jaccard
+    0.394, below ``popular``).
     """
 
     requires = frozenset({"ddi", "smiles"})

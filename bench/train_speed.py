@@ -14,10 +14,10 @@ Three measurements on the embedded synthetic cohort, each model with its registr
    alternate ``--repeats`` times and the fastest run of each is reported (the machine may be shared);
 2. quality after the same number of epochs: both arms trained for ``--epochs`` epochs (no early stopping; the shared
    loop keeps the state with the best validation PRAUC) on the ``--quality-patients`` cohort (default: the
-   default-size embedded cohort; batch size 1 takes about 10 min per seed for SafeDrug there and
-   about 1 h 50 min for MoleRec, so pass a smaller cohort for a quick look), for each of ``--seeds``; same data for
-   both arms. Reported: mean and standard deviation over the seeds of the validation Jaccard (threshold 0.5) and
-   PRAUC, and the mean paired difference mini-batch minus batch 1 (the target: >= 0 for Jaccard);
+   default-size embedded cohort; batch size 1 takes about 10 min per seed for SafeDrug there and about 1 h 50 min
+   for MoleRec, so pass a smaller cohort for a quick look), for each of ``--seeds``; same data for both arms.
+   Reported: mean and standard deviation over the seeds of the validation Jaccard (threshold 0.5) and PRAUC, and
+   the mean paired difference mini-batch minus batch 1 (the target: >= 0 for Jaccard);
 3. ``--defaults``: the registry defaults end to end on the ``--patients`` cohort (early stopping included), with
    the training seconds and test scores.
 
