@@ -1,16 +1,16 @@
 """``llm_embed_probe``: a frozen language model embeds each prompt once; a small head learns the drugs from that.
 
-It measures how much of LEADER(T)'s gain comes from fine-tuning the LLM: same prompts (:mod:`leader.prompts`,
+It measures how much of LEADER(T)'s gain comes from fine-tuning the LLM: same prompts (:mod:`medrec_bench.llm.prompts`,
 fitted to ``max_length`` tokens, capped by the backbone's position limit), but the backbone is frozen and only a
 head on its pooled hidden states is trained.
 
-- Backbone (:mod:`leader.backbones`, loaded without LM head): ``minilm`` (all-MiniLM-L6-v2, 384-d; default) or any
+- Backbone (:mod:`medrec_bench.llm.backbones`, loaded without LM head): ``minilm`` (all-MiniLM-L6-v2, 384-d; default) or any
   causal LM (``smollm2-135m``, a local folder, ``tiny-llama`` for tests; built with seed 0).
 - Pooling of the final-layer hidden states over the prompt's real tokens: ``mean`` (default; as sentence-transformers
   pools MiniLM) or ``last`` (the last real token; the natural choice for a causal LM).
 - Embeddings (float16 [dim] per prompt) are cached in memory and on disk under
   ``ctx.work_dir / "llm_embed_probe" / <backbone fingerprint>`` as ``.npy`` shards + a JSON index
-  (:class:`leader.features.FeatureCache`), keyed by the sha256 of the prompt text; the fingerprint covers the backbone
+  (:class:`medrec_bench.llm.features.FeatureCache`), keyed by the sha256 of the prompt text; the fingerprint covers the backbone
   (name, dtype, pooling, and its files' sizes and times, or its weights when it has no folder). Never pickled.
 - Head (``head``): ``linear`` (logistic regression) or ``mlp`` (one hidden layer of ``hidden`` units, ReLU,
   dropout) on the embeddings standardised with the training mean and standard deviation; the output bias starts at
@@ -34,15 +34,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from leader.backbones import Backbone, load_backbone
-from leader.features import FeatureCache
-from leader.prompts import PromptConfig, fit_prompt
-from leader.teacher import pad_tokens
+from medrec_bench.llm.backbones import Backbone, load_backbone
+from medrec_bench.llm.batches import pad_tokens
+from medrec_bench.llm.calls import input_device
+from medrec_bench.llm.features import FeatureCache
+from medrec_bench.llm.prompts import PromptConfig, fit_prompt
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.tasks.batching import targets_matrix
 from medrec_bench.tasks.protocols import Sample
-
-from .llm_common import input_device
 
 __all__ = ["LLMEmbedProbe", "ProbeNet"]
 

@@ -1,6 +1,6 @@
 """``llm_generative``: a causal LM fine-tuned with LoRA to write the drug names, read back by name matching.
 
-Pipeline: the sample's prompt (:mod:`leader.prompts`, fitted to ``max_length - max_new_tokens`` tokens by dropping
+Pipeline: the sample's prompt (:mod:`medrec_bench.llm.prompts`, fitted to ``max_length - max_new_tokens`` tokens by dropping
 the oldest history visits first) -> the answer ``" " + answer_text(drugs)`` (lower-cased WHO ATC names,
 comma-joined; ``answer_order="frequency"`` lists them most-frequent-in-training first, ``"given"`` keeps the sample's
 order) followed by EOS, cut to ``max_new_tokens`` tokens -> the backbone WITH its LM head, LoRA (``peft``) on the
@@ -9,7 +9,7 @@ attention and MLP projections -> next-token cross-entropy on the answer tokens o
 the answer positions' logits are computed (``logits_to_keep``).
 
 Inference: greedy decoding (deterministic) of at most ``max_new_tokens`` tokens, batched with the KV cache; the
-text is parsed by :class:`baselines.llm_common.DrugNameMatcher` (exact then ``difflib`` fuzzy matching with ratio
+text is parsed by :class:`baselines.drug_names.DrugNameMatcher` (exact then ``difflib`` fuzzy matching with ratio
 >= ``match_threshold``; names that contain commas are re-joined; a name shared by several ATC classes goes to the
 most frequent in training).
 
@@ -20,7 +20,7 @@ generation order, then popularity.
 
 Extras after each :meth:`LLMGenerative.predict_proba` call: ``last_oov_rate`` (generated name segments that match no
 drug / all generated name segments over the call; NaN when nothing was generated), ``last_generations`` (the
-decoded texts, in input order) and ``last_parsed`` (:class:`baselines.llm_common.ParsedAnswer` per sample).
+decoded texts, in input order) and ``last_parsed`` (:class:`baselines.drug_names.ParsedAnswer` per sample).
 
 Training reuses :class:`medrec_bench.models.TorchRecommender`'s loop (Adam over the LoRA weights, gradient
 accumulation to ``effective_batch_size``, clipping at 1.0, early stopping on the PRAUC of the first ``val_samples``
@@ -40,15 +40,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from leader.backbones import Backbone, load_backbone
-from leader.lora import PromptLoRATraining, check_effective_batch_size
-from leader.prompts import answer_text, drug_names, fit_prompt
+from medrec_bench.llm.backbones import Backbone, load_backbone
+from medrec_bench.llm.calls import call_lm, greedy_decode, input_device
+from medrec_bench.llm.lora import LORA_TARGETS, AdapterLM, PromptLoRATraining, apply_lora, check_effective_batch_size
+from medrec_bench.llm.prompts import answer_text, drug_names
+from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.tasks.batching import targets_matrix
 from medrec_bench.tasks.protocols import Sample
 
-from .llm_common import (LORA_TARGETS, AdapterLM, DrugNameMatcher, ParsedAnswer, apply_lora, call_lm, greedy_decode,
-                         input_device)
+from .drug_names import DrugNameMatcher, ParsedAnswer
 
 __all__ = ["AnswerBatch", "LLMGenerative", "generation_scores"]
 
@@ -135,7 +136,7 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
         self.last_parsed: list[ParsedAnswer] = []
         self._backbone: Backbone | None = None
         self._matcher: DrugNameMatcher | None = None
-        self._prompts: dict[tuple[str, str], list[int]] = {}
+        self._prompts: PromptTokens | None = None
         self._answers: dict[tuple[str, str], list[int]] = {}
 
     # --- the network -------------------------------------------------------------------------------------------------
@@ -143,7 +144,9 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
         self._backbone = load_backbone(self.backbone, dtype=self.dtype, with_lm_head=True, device=ctx.device)
         if not self._backbone.is_causal_lm:
             raise ValueError(f"llm_generative needs a causal LM backbone; {self.backbone!r} is an encoder")
-        self._prompts, self._answers, self._matcher = {}, {}, None
+        self._prompts = PromptTokens(self._backbone.tokenizer, ctx.vocab, self.prompt_config,
+                                     reserve=self.max_new_tokens)
+        self._answers, self._matcher = {}, None
         peft_model = apply_lora(self._backbone.model, r=self.lora_r, alpha=self.lora_alpha,
                                 dropout=self.lora_dropout, targets=self.lora_targets)
         return AdapterLM(peft_model)
@@ -160,19 +163,10 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
     # --- tokens ------------------------------------------------------------------------------------------------------
     def prompt_ids(self, sample: Sample) -> list[int]:
         """The prompt's token ids (with the tokenizer's own special tokens, no EOS), at most
-        ``max_length - max_new_tokens``; cached per (patient, visit)."""
-        key = (sample.patient_id, sample.visit_id)
-        ids = self._prompts.get(key)
-        if ids is None:
-            assert self._backbone is not None and self.ctx is not None
-            tok = self._backbone.tokenizer
-            text = fit_prompt(sample, self.ctx.vocab, tok, self.prompt_config, reserve=self.max_new_tokens)
-            ids = list(tok(text, add_special_tokens=True)["input_ids"])
-            if ids and ids[-1] == tok.eos_token_id:  # a tokenizer that appends EOS itself
-                ids = ids[:-1]
-            ids = ids[: self.max_length - self.max_new_tokens]
-            self._prompts[key] = ids
-        return ids
+        ``max_length - max_new_tokens``; tokenised once per fit."""
+        if self._prompts is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
+        return self._prompts(sample)
 
     def answer_drugs(self, sample: Sample) -> list[int]:
         """The target drugs in answer order (most frequent in training first, or the sample's order)."""

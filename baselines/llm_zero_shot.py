@@ -4,15 +4,15 @@ The score of drug ``j`` for a sample is the length-normalised log-likelihood of 
 
     s_j = (1 / L_j) * sum_t log p(c_t | prompt, c_<t)        c = tokens of " " + name_j, L_j = len(c)
 
-(natural log, nats per token; names are the lower-cased WHO ATC names of :func:`leader.prompts.drug_names`,
-tokenized without special tokens; the prompt is :func:`leader.prompts.fit_prompt` with ``reserve`` = the longest
+(natural log, nats per token; names are the lower-cased WHO ATC names of :func:`medrec_bench.llm.prompts.drug_names`,
+tokenized without special tokens; the prompt is :func:`medrec_bench.llm.prompts.fit_prompt` with ``reserve`` = the longest
 name, so prompt + name fits ``max_length``). Drugs sharing a name share the score.
 
 Candidates are scored in batches of ``candidate_batch_size`` (sorted by token length, so little padding). With
 ``use_prompt_cache=True`` (default) the prompt runs once; its KV cache (a ``DynamicCache``, copied and repeated over
 the candidate batch with ``batch_repeat_interleave``, so the stored prompt cache is never mutated) is reused by every
 candidate batch, which then only runs the candidate tokens (transformers 5.x takes the cache as ``cache=``, older
-versions as ``past_key_values=``: :func:`baselines.llm_common.call_lm` picks by signature). With
+versions as ``past_key_values=``: :func:`medrec_bench.llm.calls.call_lm` picks by signature). With
 ``use_prompt_cache=False`` each batch recomputes prompt + candidate rows from scratch (the reference path). Both give
 the same scores up to float rounding: within 1e-4 (tests, float64; SmolLM2-135M in float32 differs by < 1e-5).
 
@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from leader.backbones import Backbone, load_backbone
-from leader.prompts import PromptConfig, drug_names, fit_prompt
+from medrec_bench.llm.backbones import Backbone, load_backbone
+from medrec_bench.llm.calls import call_lm, input_device, output_cache
+from medrec_bench.llm.prompts import PromptConfig, drug_names
+from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, Recommender
 from medrec_bench.tasks.protocols import Sample
-
-from .llm_common import call_lm, input_device, output_cache
 
 __all__ = ["LLMZeroShot", "topk_probabilities"]
 
@@ -93,7 +93,7 @@ class LLMZeroShot(Recommender):
         self.ctx: Context | None = None
         self._backbone: Backbone | None = None
         self._candidates: list[list[int]] = []
-        self._prompts: dict[tuple[str, str], list[int]] = {}
+        self._prompts: PromptTokens | None = None
 
     @property
     def prompt_config(self) -> PromptConfig:
@@ -113,7 +113,8 @@ class LLMZeroShot(Recommender):
                             for name in drug_names(range(ctx.n_drugs), ctx.vocab)]
         if max(len(c) for c in self._candidates) >= self.max_length:
             raise ValueError(f"max_length {self.max_length} leaves no room for the prompt")
-        self._prompts = {}
+        self._prompts = PromptTokens(tok, ctx.vocab, self.prompt_config,
+                                     reserve=max(len(c) for c in self._candidates))
 
     def fit(self, train: Sequence[Sample], val: Sequence[Sample], ctx: Context) -> "LLMZeroShot":
         if not train:
@@ -129,19 +130,9 @@ class LLMZeroShot(Recommender):
 
     def prompt_ids(self, sample: Sample) -> list[int]:
         """The prompt's token ids (tokenizer's special tokens, no EOS), leaving room for the longest name."""
-        key = (sample.patient_id, sample.visit_id)
-        ids = self._prompts.get(key)
-        if ids is None:
-            assert self._backbone is not None and self.ctx is not None
-            tok = self._backbone.tokenizer
-            reserve = max(len(c) for c in self._candidates)
-            text = fit_prompt(sample, self.ctx.vocab, tok, self.prompt_config, reserve=reserve)
-            ids = list(tok(text, add_special_tokens=True)["input_ids"])
-            if ids and ids[-1] == tok.eos_token_id:
-                ids = ids[:-1]
-            ids = ids[: self.max_length - reserve]
-            self._prompts[key] = ids
-        return ids
+        if self._prompts is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
+        return self._prompts(sample)
 
     # --- scoring -----------------------------------------------------------------------------------------------------
     def _pad_candidates(self, rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor,

@@ -2,9 +2,9 @@
 classifier over the drug vocabulary (Liu et al. 2024, arXiv 2402.02803), so it can never name a drug that does not
 exist.
 
-Pipeline: the sample's prompt (:mod:`leader.prompts`, fitted to ``max_length`` tokens by dropping the oldest history
+Pipeline: the sample's prompt (:mod:`medrec_bench.llm.prompts`, fitted to ``max_length`` tokens by dropping the oldest history
 visits first), tokenized once per sample with the tokenizer's own special tokens, then an EOS token appended ->
-the backbone without LM head (:mod:`leader.backbones`) -> the final-layer hidden state at that EOS token (the last
+the backbone without LM head (:mod:`medrec_bench.llm.backbones`) -> the final-layer hidden state at that EOS token (the last
 real token, found from the attention mask, so left and right padding give the same result; position ids are
 computed from the mask too) -> a bias-free ``Linear(hidden, |M|)`` -> BCE with logits against the multi-hot target.
 
@@ -27,7 +27,7 @@ Checkpoint: only the LoRA adapter weights and the head (the module's ``state_dic
 the frozen backbone is rebuilt from the ``backbone`` parameter on load).
 
 For distillation, :meth:`LeaderTeacher.features` gives the pooled hidden state (float16 [n, hidden]) of any
-samples, cached on disk under ``ctx.work_dir`` (see :mod:`leader.features`) and keyed by a fingerprint of the
+samples, cached on disk under ``ctx.work_dir`` (see :mod:`medrec_bench.llm.features`) and keyed by a fingerprint of the
 trained state and parameters.
 """
 
@@ -37,9 +37,7 @@ import hashlib
 import inspect
 import json
 import math
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,74 +46,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medrec_bench.llm.backbones import Backbone, load_backbone
+from medrec_bench.llm.batches import PADDING_SIDES, TokenBatch, TrainableStateModule, pad_tokens
+from medrec_bench.llm.features import FeatureCache
+from medrec_bench.llm.lora import LORA_TARGETS, PromptLoRATraining, apply_lora, check_effective_batch_size
+from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.tasks.batching import targets_matrix
 from medrec_bench.tasks.protocols import Sample
 
-from .backbones import Backbone, load_backbone
-from .features import FeatureCache
-from .lora import LORA_TARGETS, PromptLoRATraining, apply_lora, check_effective_batch_size
-from .prompts import fit_prompt
-
-__all__ = ["LORA_TARGETS", "LeaderTeacher", "TeacherNet", "TokenBatch", "pad_tokens"]
-
-#: LoRA on all attention and MLP projections of a Llama-style model
-PADDING_SIDES = ("right", "left")
-
-
-@dataclass
-class TokenBatch:
-    """Padded prompts: ``input_ids`` long [B, T], ``attention_mask`` long [B, T] (1 = real token)."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-
-    def to(self, device: torch.device | str) -> "TokenBatch":
-        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device))
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-
-def pad_tokens(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> TokenBatch:
-    """Token id lists -> a :class:`TokenBatch` padded with ``pad_id`` on ``side`` (``right`` or ``left``)."""
-    if side not in PADDING_SIDES:
-        raise ValueError(f"padding side must be one of {PADDING_SIDES}, not {side!r}")
-    length = max([len(s) for s in sequences] + [1])
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        n = len(seq)
-        if not n:
-            continue
-        cols = slice(0, n) if side == "right" else slice(length - n, length)
-        ids[i, cols] = torch.as_tensor(list(seq), dtype=torch.long)
-        mask[i, cols] = 1
-    return TokenBatch(ids, mask)
-
-
-class TrainableStateModule(nn.Module):
-    """An ``nn.Module`` whose state dict holds only its trainable tensors (LoRA weights, heads), so checkpoints and
-    best-state copies stay small even with a frozen 7B backbone. Subclasses call :meth:`freeze_state_keys` once their
-    parameters are set up; a strict load must then provide exactly those keys."""
-
-    state_label = "state"  # names the module in a load error, e.g. "teacher state mismatch: ..."
-
-    def freeze_state_keys(self) -> None:
-        self._trainable = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        full = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        return OrderedDict((k, v) for k, v in full.items() if k[len(prefix):] in self._trainable)
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        keys = set(state_dict)
-        if strict and keys != self._trainable:
-            missing, unexpected = sorted(self._trainable - keys), sorted(keys - self._trainable)
-            raise RuntimeError(f"{self.state_label} mismatch: missing {missing[:3]}, unexpected {unexpected[:3]} "
-                               f"({len(missing)} / {len(unexpected)} keys)")
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
+__all__ = ["LeaderTeacher", "TeacherNet"]
 
 
 class TeacherNet(TrainableStateModule):
@@ -206,7 +146,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         self.padding_side = padding_side
         self.gradient_checkpointing = gradient_checkpointing
         self._backbone: Backbone | None = None
-        self._tokens: dict[tuple[str, str], list[int]] = {}
+        self._tokens: PromptTokens | None = None
         self._fingerprint: str | None = None
         self._features: FeatureCache | None = None
         self._train_bar: Any = None
@@ -216,7 +156,8 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
     # --- the network -------------------------------------------------------------------------------------------------
     def build(self, ctx: Context) -> nn.Module:
         self._backbone = load_backbone(self.backbone, dtype=self.dtype, with_lm_head=False, device=ctx.device)
-        self._tokens = {}
+        self._tokens = PromptTokens(self._backbone.tokenizer, ctx.vocab, self.prompt_config, reserve=1,
+                                    append_eos=True)
         self._fingerprint = None
         self._features = None
         peft_model = apply_lora(self._backbone.model, r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
@@ -228,20 +169,10 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
 
     # --- inputs ------------------------------------------------------------------------------------------------------
     def token_ids(self, sample: Sample) -> list[int]:
-        """The sample's prompt as token ids, EOS last (at most ``max_length``); cached per (patient, visit)."""
-        key = (sample.patient_id, sample.visit_id)
-        ids = self._tokens.get(key)
-        if ids is None:
-            assert self._backbone is not None and self.ctx is not None
-            tok = self._backbone.tokenizer
-            text = fit_prompt(sample, self.ctx.vocab, tok, self.prompt_config, reserve=1)
-            ids = list(tok(text, add_special_tokens=True)["input_ids"])
-            eos = tok.eos_token_id
-            if ids and ids[-1] == eos:  # a tokenizer that appends EOS itself
-                ids = ids[:-1]
-            ids = ids[: self.max_length - 1] + [eos]  # the cut only bites if the bare template is too long
-            self._tokens[key] = ids
-        return ids
+        """The sample's prompt as token ids, EOS last (at most ``max_length``); tokenised once per fit."""
+        if self._tokens is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
+        return self._tokens(sample)
 
     def make_batch(self, samples: Sequence[Sample], ctx: Context) -> TokenBatch:
         assert self._backbone is not None

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.llm_common import DrugNameMatcher, greedy_decode, normalize_name
+from baselines.drug_names import DrugNameMatcher, normalize_name
 from baselines.llm_embed_probe import LLMEmbedProbe
 from baselines.llm_generative import LLMGenerative, generation_scores
 from baselines.llm_zero_shot import LLMZeroShot, topk_probabilities
 from baselines.popular import Popular
+from medrec_bench.llm.calls import greedy_decode
 from medrec_bench.metrics import multilabel_scores
 from medrec_bench.models import Context
 from medrec_bench.tasks import make_splits, targets_matrix
@@ -153,7 +154,7 @@ def test_oov_rate_of_hand_written_generations(splits, ctx, monkeypatch):
 
 
 def test_greedy_decode_batched_equals_single(ctx):
-    from leader.backbones import load_backbone
+    from medrec_bench.llm.backbones import load_backbone
 
     backbone = load_backbone("tiny-llama")
     tok = backbone.tokenizer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leader.prompts import PromptConfig, answer_text, build_prompt, count_tokens, drug_names, fit_prompt
+from medrec_bench.llm.prompts import PromptConfig, answer_text, build_prompt, count_tokens, drug_names, fit_prompt
 from medrec_bench.data.schema import Visit, Vocabularies, Vocabulary
 from medrec_bench.tasks.protocols import Sample
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import leader.backbones as backbones
-from leader.backbones import BackboneNotFound, load_backbone
-from leader.teacher import LeaderTeacher, pad_tokens
+import medrec_bench.llm.backbones as backbones
+from leader.teacher import LeaderTeacher
+from medrec_bench.llm.backbones import BackboneNotFound, load_backbone
+from medrec_bench.llm.batches import pad_tokens
 from medrec_bench.models import STATE_FILE, Context
 from medrec_bench.tasks import make_splits
 

