@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medrec_bench.metrics import multilabel_scores, per_sample_ddi, safe_div, set_scores
+from medrec_bench.metrics import multilabel_scores, per_sample_ddi, predicted, safe_div, set_scores
 
 __all__ = [
     "AVERAGINGS",
@@ -119,7 +119,7 @@ def _patient_codes(patient_ids: object, n: int) -> tuple[np.ndarray, np.ndarray]
 def _per_sample_matrix(y_true: np.ndarray, y_prob: np.ndarray, ddi: np.ndarray, threshold: float) -> np.ndarray:
     """[N, 10] float64: the 6 per-sample metrics, then pred interacting/total pairs, then true interacting/total."""
     scores = multilabel_scores(y_true, y_prob, threshold)
-    a_pred, b_pred = per_sample_ddi(y_prob >= threshold, ddi)
+    a_pred, b_pred = per_sample_ddi(predicted(y_prob, threshold), ddi)
     a_true, b_true = per_sample_ddi(y_true, ddi)
     cols = [scores[m] for m in _PER_SAMPLE] + [a_pred, b_pred, a_true, b_true]
     return np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
@@ -347,7 +347,7 @@ def tune_threshold(
     if metric not in allowed:
         raise ValueError(f"metric must be one of {allowed} (threshold-dependent, higher is better), got {metric!r}")
     yt = np.asarray(y_true)
-    yp = np.asarray(y_prob, dtype=np.float64)
+    yp = np.asarray(y_prob)
     if yt.ndim != 2 or yp.shape != yt.shape:
         raise ValueError(f"y_true and y_prob must be 2-D of equal shape, got {yt.shape} and {yp.shape}")
     if yt.shape[0] == 0:
@@ -355,7 +355,7 @@ def tune_threshold(
     thresholds = _DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64).reshape(-1)
     if thresholds.size == 0:
         raise ValueError("grid is empty")
-    means = np.array([set_scores(yt, yp >= t)[metric].mean() for t in thresholds])
+    means = np.array([set_scores(yt, predicted(yp, t))[metric].mean() for t in thresholds])
     candidates = np.flatnonzero(means >= means.max() - 1e-12)
     best = min(candidates, key=lambda i: (abs(thresholds[i] - 0.5), thresholds[i]))
     return float(thresholds[best])

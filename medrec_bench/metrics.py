@@ -1,7 +1,7 @@
 """Per-sample medication-recommendation metrics (pure numpy, vectorized over samples).
 
 Definitions follow the GAMENet / SafeDrug / MoleRec lineage. For one sample (one visit) with true drug set ``G`` and
-predicted set ``P = {j : prob_j >= threshold}``:
+predicted set ``P = {j : prob_j >= threshold}`` (compared in the scores' own floating dtype, :func:`predicted`):
 
 * ``jaccard``   = |P ∩ G| / |P ∪ G|, 0 when the union is empty;
 * ``precision`` = |P ∩ G| / |P|, 0 when ``P`` is empty;
@@ -29,6 +29,7 @@ __all__ = [
     "ddi_rate",
     "multilabel_scores",
     "per_sample_ddi",
+    "predicted",
     "set_scores",
 ]
 
@@ -68,9 +69,23 @@ def _as_bool_matrix(y: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(bool)
 
 
+def _float_scores(y_prob: np.ndarray) -> np.ndarray:
+    """``y_prob`` in its own floating dtype (float32 stays float32); other dtypes as float64."""
+    yp = np.asarray(y_prob)
+    return yp if np.issubdtype(yp.dtype, np.floating) else yp.astype(np.float64)
+
+
+def predicted(y_prob: np.ndarray, threshold: float) -> np.ndarray:
+    """bool [N, M]: ``prob >= threshold``, compared in the scores' floating dtype (float32 scores against
+    ``float32(threshold)``), as the reference code and PyHealth compare. Casting float32 scores to float64 first would
+    drop a score equal to ``float32(t)`` whenever ``float32(t) < t`` (e.g. t = 0.35, 0.7, 0.9)."""
+    yp = _float_scores(y_prob)
+    return yp >= yp.dtype.type(threshold)
+
+
 def _check_pair(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     yt = _as_bool_matrix(y_true, "y_true")
-    yp = np.asarray(y_prob, dtype=np.float64)
+    yp = _float_scores(y_prob)
     if yp.shape != yt.shape:
         raise ValueError(f"y_prob shape {yp.shape} does not match y_true shape {yt.shape}")
     if not np.isfinite(yp).all():
@@ -144,8 +159,8 @@ def multilabel_scores(y_true: np.ndarray, y_prob: np.ndarray, threshold: float =
     yt, yp = _check_pair(y_true, y_prob)
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold}")
-    out = set_scores(yt, yp >= threshold)
-    out["prauc"] = _average_precision(yt, yp)
+    out = set_scores(yt, predicted(yp, threshold))
+    out["prauc"] = _average_precision(yt, yp.astype(np.float64))  # exact: the cast keeps order and ties
     return {k: out[k] for k in ("jaccard", "precision", "recall", "f1", "prauc", "n_drugs")}
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -154,8 +155,8 @@ class TorchRecommender(Recommender):
 
     Subclasses implement :meth:`build` (the module, from the context) and may override :meth:`make_batch`
     (default: :func:`collate_visits`) and :meth:`loss` (default: BCE with logits). Shared parameters:
-    ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience`` (epochs without a better validation PRAUC
-    before stopping; 0 disables early stopping), ``seed`` (None: the context's seed). Subclasses may set the
+    ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience`` (epochs without a better validation PRAUC,
+    or without a lower training loss when there is no validation set, before stopping; 0 disables early stopping), ``seed`` (None: the context's seed). Subclasses may set the
     attributes ``accumulation_steps`` (optimizer step every k batches; effective batch = k x batch_size) and
     ``max_grad_norm`` (gradient clipping; None = off).
     """
@@ -230,7 +231,7 @@ class TorchRecommender(Recommender):
         self.module = self.build(ctx).to(ctx.device)
         optimizer = self.make_optimizer()
         rng = np.random.default_rng(seed)
-        best_score, best_state, bad_epochs = -1.0, None, 0
+        best_score, best_state, bad_epochs = -math.inf, None, 0
         self.history = []
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=not ctx.progress, unit="epoch", leave=False)
         for epoch in bar:

@@ -235,3 +235,35 @@ def test_tune_threshold():
     assert tune_threshold(y_true, np.array([[0.8, 0.2, 0.1]]), metric="recall") == pytest.approx(0.2)
     with pytest.raises(ValueError, match="metric"):
         tune_threshold(y_true, np.array([[0.8, 0.2, 0.1]]), metric="n_drugs")
+
+
+@pytest.mark.parametrize("threshold", [0.35, 0.45, 0.65, 0.7, 0.9, 0.95])
+def test_float32_scores_at_the_threshold_are_predicted_in_every_metric(threshold):
+    """Scores equal to float32(t) with float32(t) < t: #drugs, the DDI rate and Jaccard describe one predicted set,
+    the set the reference code (float32 ``>=``) predicts."""
+    assert float(np.float32(threshold)) < threshold  # the case that used to split the two paths
+    rng = np.random.default_rng(3)
+    n, m = 200, 12
+    y_true = rng.random((n, m)) < 0.3
+    y_prob = np.round(rng.random((n, m)), 2).astype(np.float32)
+    y_prob[rng.random((n, m)) < 0.25] = np.float32(threshold)
+    ddi = rng.random((m, m)) < 0.2
+    ddi = ddi | ddi.T
+    reference = y_prob >= np.float32(threshold)
+    results = _index(evaluate(y_true, y_prob, np.arange(n), np.ones(n, dtype=int), ddi, threshold=threshold,
+                              n_boot=10))
+    assert results[("overall", "sample", "n_drugs")].mean == pytest.approx(reference.sum(1).mean(), abs=1e-12)
+    inter = ((reference & y_true).sum(1) / np.maximum((reference | y_true).sum(1), 1)).mean()
+    assert results[("overall", "sample", "jaccard")].mean == pytest.approx(inter, abs=1e-12)
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    hits = sum(int(r[i] and r[j] and ddi[i, j]) for r in reference for i, j in pairs)
+    total = sum(int(r[i] and r[j]) for r in reference for i, j in pairs)
+    assert results[("overall", "sample", "ddi_rate")].mean == pytest.approx(hits / total, abs=1e-12)
+    assert multilabel_scores(y_true, y_prob, threshold)["n_drugs"].sum() == reference.sum()
+
+
+def test_tuned_threshold_compares_float32_scores_in_float32():
+    y_true = np.array([[True, False], [True, False]])
+    y_prob = np.array([[0.7, 0.1], [0.7, 0.1]], dtype=np.float32)  # exactly float32(0.7) < 0.7
+    assert tune_threshold(y_true, y_prob, grid=[0.3, 0.7]) == 0.7  # both give Jaccard 1: the tie goes to 0.5's side
+    assert tune_threshold(y_true, y_prob, grid=[0.7, 0.75]) == 0.7
