@@ -127,6 +127,19 @@ class Recommender(ABC):
                     f"{cls.__name__} has no parameter {name!r} (parameters: {', '.join(known) or 'none'})"
                 )
 
+    @classmethod
+    def param_specs(cls) -> dict[str, inspect.Parameter]:
+        """Each parameter of :meth:`param_names` with its typed default, as its most derived ``__init__`` declares."""
+        specs: dict[str, inspect.Parameter] = {}
+        for name in cls.param_names():
+            for klass in cls.__mro__:
+                init = vars(klass).get("__init__")
+                spec = inspect.signature(init).parameters.get(name) if init is not None else None
+                if spec is not None and spec.kind is spec.KEYWORD_ONLY:
+                    specs[name] = spec
+                    break
+        return specs
+
     def get_params(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in self.param_names()}
 
