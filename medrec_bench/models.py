@@ -87,8 +87,9 @@ RESOURCES = ("ddi", "smiles")
 
 def check_resources(model: type["Recommender"], source: Any) -> None:
     """Raise a one-line ValueError when ``source`` (a :class:`Context` or a cohort: ``vocab``, ``ddi``, ``smiles``)
-    lacks a resource that ``model.needs_resources`` names: ``"ddi"`` a [|M|, |M|] matrix, ``"smiles"`` at least one
-    SMILES string for every drug (a cohort built without ``require_smiles`` has drugs without any)."""
+    lacks a resource that ``model.needs_resources`` names: ``"ddi"`` a [|M|, |M|] matrix, ``"smiles"`` one entry per
+    drug with SMILES for at least one drug. Drugs without SMILES (a cohort built without ``require_smiles``) are
+    allowed: the molecule models give them a learned fallback embedding."""
     name, needs, n_drugs = model.__name__, set(model.needs_resources), len(source.vocab.drugs)
     unknown = sorted(needs - set(RESOURCES))
     if unknown:
@@ -97,10 +98,10 @@ def check_resources(model: type["Recommender"], source: Any) -> None:
         raise ValueError(f"{name} needs a DDI matrix of shape ({n_drugs}, {n_drugs}), not {np.shape(source.ddi)}")
     if "smiles" in needs:
         smiles = tuple(source.smiles)
-        missing = [source.vocab.drugs.codes[i] for i in range(n_drugs) if i >= len(smiles) or not smiles[i]]
-        if missing:
-            raise ValueError(f"{name} needs SMILES for every drug, but {len(missing)} of {n_drugs} drugs have none "
-                             f"(e.g. {missing[0]}); build the cohort with require_smiles (--require-smiles)")
+        if len(smiles) != n_drugs:
+            raise ValueError(f"{name} needs one SMILES entry per drug ({n_drugs}), not {len(smiles)}")
+        if not any(smiles):
+            raise ValueError(f"{name} needs SMILES, but none of the {n_drugs} drugs has any")
 
 
 class Recommender(ABC):

@@ -19,7 +19,8 @@ naming the param. Names and aliases are matched case-insensitively. A plugin's e
 ``{name: entry}`` in the same form.
 
 The registry file is package data, ``medrec_bench/registry.yaml``: one file, edited in a checkout (an editable
-install reads it in place) and shipped in the wheel. ``$MEDREC_BENCH_REGISTRY`` names another file instead.
+install reads it in place; the checkout's top-level ``registry.yaml`` is a symbolic link to it) and shipped in the
+wheel. ``$MEDREC_BENCH_REGISTRY`` names another file instead.
 ``medrec_bench`` never imports ``leader/`` or ``baselines/`` directly: everything goes through these import strings.
 """
 

@@ -34,7 +34,8 @@ def test_shipped_registry_loads_and_every_class_imports():
 
 def test_registry_is_package_data_and_the_env_variable_overrides_it(tmp_path, monkeypatch):
     assert REGISTRY_FILE == REPO / "medrec_bench" / "registry.yaml" and REGISTRY_FILE.is_file()
-    assert not (REPO / "registry.yaml").exists()  # one file, not two copies
+    top = REPO / "registry.yaml"  # the checkout's top-level name is a link to it: one file, not two copies
+    assert top.is_symlink() and top.resolve() == REGISTRY_FILE.resolve()
     monkeypatch.delenv("MEDREC_BENCH_REGISTRY", raising=False)
     assert default_registry_path() == REGISTRY_FILE
     monkeypatch.setenv("MEDREC_BENCH_REGISTRY", str(tmp_path / "mine.yaml"))
