@@ -38,7 +38,7 @@ def store(tmp_path: Path):
         yield db
 
 
-# --- pooling over seeds (moved here from the store) ------------------------------------------------------------------
+# --- pooling over seeds (moved here from the store) -------------------------------------------------------------------
 
 
 def test_leaderboard_aggregates_two_seeds(store) -> None:
@@ -128,7 +128,7 @@ def test_code_versions_and_uncertainty_methods_are_not_pooled(store) -> None:
     ]
 
 
-# --- what the ± means ------------------------------------------------------------------------------------------------
+# --- what the ± means -------------------------------------------------------------------------------------------------
 
 
 def test_every_uncertainty_method_has_a_note() -> None:
@@ -158,7 +158,7 @@ def test_table_title_says_what_the_interval_is(store) -> None:
     ]
 
 
-# --- p-values ----------------------------------------------------------------------------------------------------------
+# --- p-values ---------------------------------------------------------------------------------------------------------
 
 
 def _ddi_drugs() -> tuple[str, str, str, str]:
@@ -201,7 +201,7 @@ def test_pvalues_follow_the_metric_direction(tmp_path) -> None:
         pvalues_vs_best(files, metric="n_drugs")
 
 
-# --- the run summary -----------------------------------------------------------------------------------------------------
+# --- the run summary --------------------------------------------------------------------------------------------------
 
 
 def test_run_summary_pools_exactly_the_configurations_just_run(store, tmp_path) -> None:
@@ -233,7 +233,7 @@ def test_run_summary_pools_exactly_the_configurations_just_run(store, tmp_path) 
         run_summary(store, [None, 999])
 
 
-# --- results as a frame ------------------------------------------------------------------------------------------------
+# --- results as a frame -----------------------------------------------------------------------------------------------
 
 
 def test_results_to_pandas_is_a_tidy_frame(store) -> None:
