@@ -141,7 +141,7 @@ class GAMENet(DDILossLogging, TorchRecommender):
     see ``bench/train_speed.py``).
     """
 
-    requires = frozenset({"ddi"})
+    needs_resources = frozenset({"ddi"})
     test_params: ClassVar[dict] = {"epochs": 1, "emb_dim": 16, "batch_size": 64}
 
     def __init__(self, *, emb_dim: int = 64, dropout: float = 0.4, gcn_dropout: float = 0.3,

@@ -178,7 +178,7 @@ class MoleRec(DDIControlledTraining, TorchRecommender):
     learning rates make training unstable.
     """
 
-    requires = frozenset({"ddi", "smiles"})
+    needs_resources = frozenset({"ddi", "smiles"})
     test_params: ClassVar[dict] = {"epochs": 1, "emb_dim": 16, "gnn_layers": 2, "batch_size": 64}
 
     def __init__(self, *, emb_dim: int = 64, dropout: float = 0.7, gnn_layers: int = 4,

@@ -110,7 +110,7 @@ class SafeDrug(DDIControlledTraining, TorchRecommender):
     0.394, below ``popular``).
     """
 
-    requires = frozenset({"ddi", "smiles"})
+    needs_resources = frozenset({"ddi", "smiles"})
     test_params: ClassVar[dict] = {"epochs": 1, "emb_dim": 16, "batch_size": 64}
 
     def __init__(self, *, emb_dim: int = 64, dropout: float = 0.5, mpnn_layers: int = 2, target_ddi: float = 0.06,

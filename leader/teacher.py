@@ -123,7 +123,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
     def __init__(self, *, backbone: str = "smollm2-135m", dtype: str = "float32", lora_r: int = 8,
                  lora_alpha: int = 32, lora_dropout: float = 0.1, lora_targets: str = LORA_TARGETS,
                  max_history: int = 3, include_profile: bool = False, max_length: int = 2048,
-                 epochs: int = 10, max_steps: int = 0, batch_size: int = 4, effective_batch_size: int = 32,
+                 epochs: int = 20, max_steps: int = 3000, batch_size: int = 4, effective_batch_size: int = 32,
                  eval_batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.0, patience: int = 3,
                  padding_side: str = "right", gradient_checkpointing: bool = False,
                  seed: int | None = None) -> None:

@@ -126,24 +126,6 @@ def data_synth(out: Path, patients: int | None, fmt: str, seed: int, compress: b
 # --- models, runs, leaderboard -------------------------------------------------------------------------------------
 
 
-def parse_overrides(values: tuple[str, ...], registry) -> dict[str, dict[str, Any]]:
-    """``MODEL.PARAM=VALUE`` strings -> {canonical model name: {param: value}} (values parsed as YAML scalars)."""
-    import yaml
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in values:
-        target, eq, raw = item.partition("=")
-        model, dot, param = target.partition(".")
-        if not eq or not dot or not model or not param:
-            raise _Error(f"--set {item!r}: expected MODEL.PARAM=VALUE, e.g. safedrug.epochs=2")
-        try:
-            name = registry.get(model).name
-        except ValueError as exc:
-            raise _Error(str(exc)) from None
-        out.setdefault(name, {})[param.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    return out
-
-
 def _threshold(value: str) -> Any:
     if value in ("default", "tuned"):
         return value
@@ -161,6 +143,15 @@ def _registry():
 
     try:
         return load_registry()
+    except RegistryError as exc:
+        raise _Error(str(exc)) from None
+
+
+def _overrides(sets: tuple[str, ...], registry) -> dict[str, dict[str, Any]]:
+    from .registry import RegistryError, parse_overrides
+
+    try:
+        return parse_overrides(sets, registry)
     except RegistryError as exc:
         raise _Error(str(exc)) from None
 
@@ -197,7 +188,7 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
 
         torch.set_num_threads(threads)
     registry = _registry()
-    overrides = parse_overrides(sets, registry)
+    overrides = _overrides(sets, registry)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
@@ -244,11 +235,36 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
 
 @main.command("list")
 @click.option("--tag", default=None, help="Only models with this tag.")
-def list_cmd(tag: str | None) -> None:
-    """List registered models with aliases, tags and where they come from."""
-    rows = [(e.name, ", ".join(e.aliases), ", ".join(e.tags), e.source, e.class_path)
-            for e in _registry() if tag is None or tag in e.tags]
-    click.echo(tabulate(rows, headers=["model", "aliases", "tags", "source", "class"], tablefmt="github"))
+@click.option("--params", "model", default=None, metavar="MODEL",
+              help="Print MODEL's resolved parameters and which layer (class, registry, --set) set each.")
+@click.option("--set", "sets", multiple=True, metavar="MODEL.PARAM=VALUE",
+              help="An override to resolve (with --params).")
+def list_cmd(tag: str | None, model: str | None, sets: tuple[str, ...]) -> None:
+    """List registered models with aliases, tags and where they come from, or one model's parameters."""
+    from .registry import RegistryError
+
+    registry = _registry()
+    if model is None:
+        if sets:
+            raise _Error("--set needs --params MODEL")
+        rows = [(e.name, ", ".join(e.aliases), ", ".join(e.tags), e.source, e.class_path)
+                for e in registry if tag is None or tag in e.tags]
+        click.echo(tabulate(rows, headers=["model", "aliases", "tags", "source", "class"], tablefmt="github"))
+        return
+    if tag is not None:
+        raise _Error("--tag and --params cannot be combined")
+    overrides = _overrides(sets, registry)
+    try:
+        entry = registry.get(model)
+        resolved = entry.resolve(overrides.get(entry.name))
+    except RegistryError as exc:
+        raise _Error(str(exc)) from None
+    other = sorted(set(overrides) - {entry.name})
+    if other:
+        raise _Error(f"--set for {other[0]!r}, but --params lists {entry.name!r}")
+    click.echo(f"{entry.name} ({entry.class_path}, {entry.source})")
+    click.echo(tabulate([(p.name, repr(p.value), p.layer) for p in resolved.values()],
+                        headers=["parameter", "value", "set by"], tablefmt="github"))
 
 
 @main.command("show")

@@ -9,7 +9,8 @@ The contract (scikit-learn-like, tiny):
 - ``save(folder)`` / ``Model.load(folder, ctx)``: safetensors + JSON, never pickle.
 
 Class attributes declare what a model needs: ``default_threshold`` (0.5 for most; the decision threshold applied to
-``predict_proba``), ``requires`` (resources from the context: ``"ddi"``, ``"smiles"``).
+``predict_proba``), ``needs_resources`` (resources from the context: ``"ddi"``, ``"smiles"``; checked by
+:func:`check_resources` before training).
 
 :class:`TorchRecommender` owns batching, Adam, early stopping on validation PRAUC with patience, restoring the best
 state, the progress bar and seeding, so a model file holds only its ``nn.Module`` and how to feed it.
@@ -81,12 +82,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RESOURCES = ("ddi", "smiles")
+
+
+def check_resources(model: type["Recommender"], source: Any) -> None:
+    """Raise a one-line ValueError when ``source`` (a :class:`Context` or a cohort: ``vocab``, ``ddi``, ``smiles``)
+    lacks a resource that ``model.needs_resources`` names: ``"ddi"`` a [|M|, |M|] matrix, ``"smiles"`` one entry per
+    drug with SMILES for at least one drug. Drugs without SMILES (a cohort built without ``require_smiles``) are
+    allowed: the molecule models give them a learned fallback embedding."""
+    name, needs, n_drugs = model.__name__, set(model.needs_resources), len(source.vocab.drugs)
+    unknown = sorted(needs - set(RESOURCES))
+    if unknown:
+        raise ValueError(f"{name} needs the unknown resource {unknown[0]!r} (known: {', '.join(RESOURCES)})")
+    if "ddi" in needs and np.shape(source.ddi) != (n_drugs, n_drugs):
+        raise ValueError(f"{name} needs a DDI matrix of shape ({n_drugs}, {n_drugs}), not {np.shape(source.ddi)}")
+    if "smiles" in needs:
+        smiles = tuple(source.smiles)
+        if len(smiles) != n_drugs:
+            raise ValueError(f"{name} needs one SMILES entry per drug ({n_drugs}), not {len(smiles)}")
+        if not any(smiles):
+            raise ValueError(f"{name} needs SMILES, but none of the {n_drugs} drugs has any")
+
+
 class Recommender(ABC):
     """Base class of every model. Subclasses define ``__init__`` with keyword-only typed defaults and store each
     parameter under the same attribute name."""
 
     default_threshold: ClassVar[float] = 0.5
-    requires: ClassVar[frozenset[str]] = frozenset()
+    needs_resources: ClassVar[frozenset[str]] = frozenset()
     #: a tiny configuration for the shared contract test (seconds on CPU)
     test_params: ClassVar[dict[str, Any]] = {}
 
@@ -105,6 +128,19 @@ class Recommender(ABC):
                 raise ValueError(
                     f"{cls.__name__} has no parameter {name!r} (parameters: {', '.join(known) or 'none'})"
                 )
+
+    @classmethod
+    def param_specs(cls) -> dict[str, inspect.Parameter]:
+        """Each parameter of :meth:`param_names` with its typed default, as its most derived ``__init__`` declares."""
+        specs: dict[str, inspect.Parameter] = {}
+        for name in cls.param_names():
+            for klass in cls.__mro__:
+                init = vars(klass).get("__init__")
+                spec = inspect.signature(init).parameters.get(name) if init is not None else None
+                if spec is not None and spec.kind is spec.KEYWORD_ONLY:
+                    specs[name] = spec
+                    break
+        return specs
 
     def get_params(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in self.param_names()}

@@ -5,21 +5,31 @@ An entry::
     safedrug:
       class: baselines.safedrug:SafeDrug     # import string, loaded lazily
       aliases: [SafeDrug]
-      params: {epochs: 50}                   # overrides of the class's typed defaults
+      params: {epochs: 50}                   # deliberate deviations from the class's typed defaults (# why)
       tags: [molecule, ddi]
       citation: "Yang et al., IJCAI 2021"
       description: one line
       requires: [leader_t]                   # other models whose artifacts this one needs
 
-Unknown keys are errors naming the key; unknown params are errors naming the param. Names and aliases are matched
-case-insensitively. A plugin's entry point is a function returning ``{name: entry}`` in the same form.
+Parameters resolve in three layers: the class's typed ``__init__`` defaults (the one source of defaults), the entry's
+``params``, then overrides (``--set MODEL.PARAM=VALUE``, see :func:`parse_overrides`); :meth:`ModelEntry.resolve`
+says which layer set each. Registry and override values are coerced to a plain ``int`` / ``float`` / ``bool``
+annotation (YAML 1.1 reads ``5e-3`` as a string). Unknown keys are errors naming the key; unknown params are errors
+naming the param. Names and aliases are matched case-insensitively. A plugin's entry point is a function returning
+``{name: entry}`` in the same form.
+
+The registry file is package data, ``medrec_bench/registry.yaml``: one file, edited in a checkout (an editable
+install reads it in place; the checkout's top-level ``registry.yaml`` is a symbolic link to it) and shipped in the
+wheel. ``$MEDREC_BENCH_REGISTRY`` names another file instead.
 ``medrec_bench`` never imports ``leader/`` or ``baselines/`` directly: everything goes through these import strings.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -29,12 +39,51 @@ from typing import Any
 import yaml
 
 ENTRY_POINT_GROUP = "medrec_bench.models"
+REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
+REGISTRY_ENV = "MEDREC_BENCH_REGISTRY"
+LAYERS = ("class", "registry", "--set")  # where a resolved parameter's value comes from, later layers win
 ENTRY_KEYS = {"class", "aliases", "params", "tags", "citation", "description", "requires"}
 REQUIRED_KEYS = {"class"}
 
 
 class RegistryError(ValueError):
     """A malformed registry entry or an unknown model name."""
+
+
+_PLAIN_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool}
+
+
+def coerce_param(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the parameter's annotated type where that is a plain ``int``, ``float`` or ``bool``: an int or a
+    numeric string (YAML 1.1 reads ``5e-3`` as one) for a float, an integral float or string for an int, only a bool
+    for a bool; any other annotation passes the value through. ValueError naming the parameter otherwise."""
+    kind = _PLAIN_TYPES.get(annotation.strip() if isinstance(annotation, str) else getattr(annotation, "__name__", ""))
+    if kind is None or type(value) is kind:
+        return value
+    number = value
+    if isinstance(value, str) and kind is not bool:
+        for parse in (int, float) if kind is int else (float,):
+            try:
+                number = parse(value)
+                break
+            except ValueError:
+                continue
+    if type(number) is kind:
+        return number
+    if kind is float and type(number) is int:
+        return float(number)
+    if kind is int and type(number) is float and number.is_integer():
+        return int(number)
+    raise ValueError(f"parameter {name!r} must be {'an' if kind is int else 'a'} {kind.__name__}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class ResolvedParam:
+    """One parameter's value and the layer of :data:`LAYERS` that set it."""
+
+    name: str
+    value: Any
+    layer: str
 
 
 @dataclass(frozen=True)
@@ -61,15 +110,31 @@ class ModelEntry:
         except AttributeError:
             raise RegistryError(f"model {self.name!r}: {module_name!r} has no {attr!r}") from None
 
-    def resolved_params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Registry defaults updated by ``overrides``, checked against the class's parameters."""
-        params = {**self.params, **(overrides or {})}
+    def resolve(self, overrides: dict[str, Any] | None = None) -> dict[str, ResolvedParam]:
+        """Every parameter of the class: its typed default, updated by the entry's ``params``, then by ``overrides``;
+        values coerced (:func:`coerce_param`) and unknown names refused, as RegistryError naming the model."""
+        default_layer, registry_layer, override_layer = LAYERS
         cls = self.load_class()
+        layers = ((registry_layer, self.params), (override_layer, overrides or {}))
         try:
-            cls.check_params(params)
+            for _, values in layers:
+                cls.check_params(values)
+            out: dict[str, ResolvedParam] = {}
+            for name, spec in cls.param_specs().items():
+                layer, value = default_layer, spec.default
+                for layer_name, values in layers:
+                    if name in values:
+                        layer, value = layer_name, coerce_param(name, values[name], spec.annotation)
+                if value is inspect.Parameter.empty:
+                    raise ValueError(f"parameter {name!r} has no default: set it in the registry or with --set")
+                out[name] = ResolvedParam(name, value, layer)
         except ValueError as exc:
             raise RegistryError(f"model {self.name!r}: {exc}") from None
-        return params
+        return out
+
+    def resolved_params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every parameter's resolved value (see :meth:`resolve`): what the model is built with and keyed by."""
+        return {name: p.value for name, p in self.resolve(overrides).items()}
 
     def create(self, overrides: dict[str, Any] | None = None) -> Any:
         """A new, unfitted instance with the resolved parameters."""
@@ -146,14 +211,14 @@ class Registry:
 
 
 def default_registry_path() -> Path:
-    """``$MEDREC_BENCH_REGISTRY`` or the ``registry.yaml`` at the top of the repository."""
-    env = os.environ.get("MEDREC_BENCH_REGISTRY")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "registry.yaml"
+    """``$MEDREC_BENCH_REGISTRY`` or the packaged ``medrec_bench/registry.yaml``."""
+    env = os.environ.get(REGISTRY_ENV)
+    return Path(env) if env else REGISTRY_FILE
 
 
 def read_yaml_entries(path: Path) -> list[ModelEntry]:
     if not path.exists():
-        raise RegistryError(f"registry file {path} not found (set MEDREC_BENCH_REGISTRY or install with pip -e)")
+        raise RegistryError(f"registry file {path} not found (check {REGISTRY_ENV})")
     data = yaml.safe_load(path.read_text()) or {}
     unknown = sorted(set(data) - {"models"})
     if unknown:
@@ -191,3 +256,17 @@ def load_registry(path: str | Path | None = None, plugins: bool = True) -> Regis
 @lru_cache(maxsize=1)
 def default_registry() -> Registry:
     return load_registry()
+
+
+def parse_overrides(values: Iterable[str], registry: Registry) -> dict[str, dict[str, Any]]:
+    """``MODEL.PARAM=VALUE`` strings -> {canonical model name: {param: value}}; values parsed as YAML scalars (an
+    empty value is None), checked and coerced later by :meth:`ModelEntry.resolve`. RegistryError for a malformed
+    item or an unknown model."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in values:
+        target, eq, raw = item.partition("=")
+        model, dot, param = target.partition(".")
+        if not eq or not dot or not model or not param:
+            raise RegistryError(f"--set {item!r}: expected MODEL.PARAM=VALUE, e.g. safedrug.epochs=2")
+        out.setdefault(registry.get(model).name, {})[param.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out

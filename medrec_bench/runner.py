@@ -30,7 +30,7 @@ from . import resources
 from .data.cache import atomic_folder
 from .data.cohort import Cohort
 from .evaluate import MetricResult, evaluate, tune_threshold
-from .models import Context, Recommender
+from .models import Context, Recommender, check_resources
 from .paths import cache_dir as default_cache_dir
 from .registry import ModelEntry, Registry, default_registry
 from .store import ResultStore, RunRecord
@@ -264,6 +264,7 @@ class Runner:
         entries = [self.registry.get(m) for m in models]  # unknown names fail before any training
         for entry in entries:
             entry.resolved_params(overrides.get(entry.name, {}))
+            check_resources(entry.load_class(), self.cohort)
         outcomes = []
         grid = [(e.name, s) for e in entries for s in seeds]
         bar = tqdm(grid, desc="runs", disable=not self.progress, unit="run")

@@ -61,12 +61,29 @@ def test_list_shows_models(cli):
     assert "popular" in out and "registry.yaml" in out
 
 
+def test_list_params_shows_each_layer(cli, tmp_path, monkeypatch):
+    registry = tmp_path / "mine.yaml"
+    registry.write_text("models:\n  logistic:\n    class: baselines.bag_models:Logistic\n    aliases: [lr]\n"
+                        "    params: {lr: 5e-3, patience: 2}\n")
+    monkeypatch.setenv("MEDREC_BENCH_REGISTRY", str(registry))
+    out = cli("list", "--params", "LR", "--set", "logistic.lr=2e-3", "--set", "lr.epochs=3").output
+    assert out.startswith("logistic (baselines.bag_models:Logistic, mine.yaml)")
+    rows = {cells[0]: cells[1:] for line in out.splitlines()[3:]
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    assert rows["lr"] == ["0.002", "--set"] and rows["epochs"] == ["3", "--set"]
+    assert rows["patience"] == ["2", "registry"]
+    assert rows["batch_size"] == ["64", "class"] and rows["seed"] == ["None", "class"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--models", "nope"], "unknown model 'nope'"),
     (["run", "--models", "popular", "--set", "popular"], "expected MODEL.PARAM=VALUE"),
     (["run", "--models", "logistic", "--set", "logistic.epoch=2"], "no parameter 'epoch'"),
     (["data", "stats", "--data", "mimic3"], "--path is required"),
     (["show", "99"], "no run 99"),
+    (["list", "--params", "logistic", "--set", "logistic.epochs=2.5"], "parameter 'epochs' must be an int, not 2.5"),
+    (["list", "--params", "logistic", "--set", "mlp.epochs=2"], "--set for 'mlp', but --params lists 'logistic'"),
+    (["list", "--set", "mlp.epochs=2"], "--set needs --params MODEL"),
 ])
 def test_errors_are_one_line(cli, tmp_path, args, message):
     extra = ["--store", tmp_path / "x.db"] if args[0] in ("run", "show") else []
