@@ -265,6 +265,7 @@ class TorchRecommender(Recommender):
         seed_everything(seed)
         self.ctx = ctx
         self.module = self.build(ctx).to(ctx.device)
+        self.before_training(train, val)
         optimizer = self.make_optimizer()
         rng = np.random.default_rng(seed)
         best_score, best_state, bad_epochs = -math.inf, None, 0
@@ -305,6 +306,9 @@ class TorchRecommender(Recommender):
             self.module.load_state_dict(best_state)
         self.module.eval()
         return self
+
+    def before_training(self, train: Sequence[Sample], val: Sequence[Sample]) -> None:
+        """Hook after :meth:`build` and before the first epoch (e.g. to precompute inputs of every sample)."""
 
     def on_epoch_end(self, record: dict[str, float]) -> None:
         """Hook after each epoch (``record``: epoch, loss, val_prauc); e.g. to adapt a loss weight."""
