@@ -54,7 +54,7 @@ from medrec_bench.llm.prefix_cache import PREFIX_DTYPES, DecoderSplit, PrefixBat
     mask_positions
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
-from medrec_bench.tasks.batching import targets_matrix
+from medrec_bench.tasks.batching import length_bucketed_order, padding_fraction, targets_matrix
 from medrec_bench.tasks.protocols import Sample
 
 __all__ = ["LeaderTeacher", "TeacherNet"]
@@ -164,6 +164,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         self.lora_layers = lora_layers
         self.prefix_dtype = prefix_dtype
         self._prefix: PrefixStates | None = None
+        self.padding_fraction = math.nan  #: padded share of the training batches' tokens (last epoch)
         self._backbone: Backbone | None = None
         self._tokens: PromptTokens | None = None
         self._fingerprint: str | None = None
@@ -204,6 +205,14 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         """Top-k LoRA: the frozen prefix states of every training and validation prompt, computed once."""
         if self._prefix is not None:
             self._prefix.ensure(list(train) + list(val), "leader_t prefix pass")
+
+    def epoch_order(self, train: Sequence[Sample], rng: np.random.Generator) -> Sequence[int]:
+        """Length-bucketed: shuffled, sorted by prompt length within windows of 50 batches, batches shuffled; the
+        epoch's padding share is kept in ``padding_fraction``."""
+        lengths = [len(self.token_ids(s)) for s in train]
+        order = length_bucketed_order(rng.permutation(len(train)), lengths, self.batch_size, rng)
+        self.padding_fraction = padding_fraction(lengths, order, self.batch_size)
+        return order
 
     # --- inputs ------------------------------------------------------------------------------------------------------
     def token_ids(self, sample: Sample) -> list[int]:

@@ -276,7 +276,7 @@ class TorchRecommender(Recommender):
             total, n = 0.0, 0
             optimizer.zero_grad()
             n_batches = -(-len(train) // self.batch_size)
-            for step, (batch, target) in enumerate(self._batches(train, rng.permutation(len(train))), start=1):
+            for step, (batch, target) in enumerate(self._batches(train, self.epoch_order(train, rng)), start=1):
                 loss = self.loss(batch, target, epoch)
                 (loss / self.accumulation_steps).backward()
                 if step % self.accumulation_steps == 0 or step == n_batches:
@@ -306,6 +306,10 @@ class TorchRecommender(Recommender):
             self.module.load_state_dict(best_state)
         self.module.eval()
         return self
+
+    def epoch_order(self, train: Sequence[Sample], rng: np.random.Generator) -> Sequence[int]:
+        """The order of the training samples in one epoch (cut into batches of ``batch_size``): a permutation."""
+        return rng.permutation(len(train))
 
     def before_training(self, train: Sequence[Sample], val: Sequence[Sample]) -> None:
         """Hook after :meth:`build` and before the first epoch (e.g. to precompute inputs of every sample)."""
