@@ -272,6 +272,11 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
         self.last_oov_rate = sum(p.n_oov for p in parsed) / names if names else math.nan
         return generation_scores([p.drugs for p in parsed], self.frequencies)
 
+    def diagnostics(self) -> dict[str, float | int | str]:
+        """The training loop's diagnostics plus ``oov_rate``: the out-of-vocabulary rate of the last
+        :meth:`predict_proba` call (the runner reads it right after predicting the test split)."""
+        return {**super().diagnostics(), "oov_rate": self.last_oov_rate}
+
     # --- persistence -------------------------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None or self.frequencies is None:

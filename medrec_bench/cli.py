@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 from tabulate import tabulate
 
 from .data import DataError, PreprocessOptions, load_cohort
+from .evaluate import AVERAGINGS, UNCERTAINTY_METHODS
+from .store import DEFAULT_DB_PATH
 
 
 class _Error(click.ClickException):
     """One-line error for the user (exit status 1)."""
+
+
+class _LibraryChoice(click.Choice):
+    """A ``click.Choice`` over a library constant, imported only when the option is parsed or shown: the protocol
+    constants live in :mod:`medrec_bench.tasks`, which imports torch, and ``list`` or ``leaderboard`` should not."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._constant = (module, name)
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        module, name = self._constant
+        return tuple(getattr(importlib.import_module(module, __package__), name))
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:  # click.Choice.__init__ assigns; the library constant is the truth
+        pass
+
+
+def _store_option(func):
+    return click.option("--store", type=click.Path(path_type=Path), default=DEFAULT_DB_PATH, show_default=True,
+                        help="Results database (SQLite).")(func)
 
 
 def _data_options(func):
@@ -157,31 +182,33 @@ def _overrides(sets: tuple[str, ...], registry) -> dict[str, dict[str, Any]]:
 
 
 @main.command("run")
-@click.option("--models", required=True, help="Comma-separated model names or aliases, e.g. leader_s,safedrug.")
+@click.option("--models", required=True, help="Comma-separated model names or aliases, e.g. gamenet,safedrug.")
 @_data_options
-@click.option("--protocol", type=click.Choice(["visit", "last_visit"]), default="last_visit", show_default=True)
-@click.option("--split-order", type=click.Choice(["shuffle", "original"]), default="shuffle", show_default=True)
+@click.option("--protocol", type=_LibraryChoice(".tasks.protocols", "PROTOCOLS"), default="last_visit",
+              show_default=True)
+@click.option("--split-order", type=_LibraryChoice(".tasks.protocols", "SPLIT_ORDERS"), default="shuffle",
+              show_default=True)
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds (split and training).")
 @click.option("--set", "sets", multiple=True, metavar="MODEL.PARAM=VALUE", help="Override a registry default.")
 @click.option("--threshold", default="default", show_default=True, callback=lambda c, p, v: _threshold(v),
               help="'default' (each model's), 'tuned' (best Jaccard on validation) or a number.")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples over patients.")
-@click.option("--uncertainty", type=click.Choice(["bootstrap", "rounds_with_replacement",
-                                                  "rounds_without_replacement"]), default="bootstrap",
+@click.option("--uncertainty", type=click.Choice(UNCERTAINTY_METHODS), default="bootstrap",
               show_default=True, help="CI method; the rounds options reproduce the papers' 10 rounds of 80%.")
-@click.option("--averaging", type=click.Choice(["sample", "patient"]), default="sample", show_default=True,
+@click.option("--averaging", type=click.Choice(AVERAGINGS), default="sample", show_default=True,
               help="Averaging shown in the table (both are stored).")
-@click.option("--store", type=click.Path(path_type=Path), default=Path("results/medrec.db"), show_default=True)
+@_store_option
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=0, show_default=True,
               help="torch intra-op CPU threads (0: torch's default). 1 is often fastest for the small models.")
+@click.option("--force", is_flag=True, help="Retrain and re-run even when a cached model or a complete run exists.")
 def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tuple[str, ...], threshold: Any,
-            n_boot: int, uncertainty: str, averaging: str, store: Path, device: str, threads: int,
+            n_boot: int, uncertainty: str, averaging: str, store: Path, device: str, threads: int, force: bool,
             **kw: Any) -> None:
     """Train and evaluate models x seeds, store the results, print a comparison table."""
-    from .report import comparison_table, pvalues_vs_best
+    from .report import run_summary
     from .runner import EvalSettings, Runner
-    from .store import ResultStore, params_hash
+    from .store import ResultStore
 
     if threads > 0:
         import torch
@@ -199,35 +226,14 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
     cohort = cohort_from_options(kw)
     with ResultStore(store) as db:
         runner = Runner(cohort, db, protocol=protocol, split_order=split_order, device=device, registry=registry,
-                        settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo)
+                        settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo, force=force)
         try:
             outcomes = runner.run(names, seed_list, overrides)
         except ValueError as exc:
             raise _Error(str(exc)) from None
-        hashes = {}
-        for name in names:
-            entry = registry.get(name)
-            hashes[entry.name] = params_hash(entry.resolved_params(overrides.get(entry.name, {})), cohort.fingerprint)
-        records = [r for r in db.leaderboard_records(data=cohort.name, protocol=protocol, group="overall",
-                                                     averaging=averaging)
-                   if hashes.get(r["model"]) == r["params_hash"]]
-        files = {}
-        for o in outcomes:
-            run = db.get_run(o.run_id) if o.run_id is not None else None
-            if o.seed == seed_list[0] and run is not None and run.status == "complete" and run.predictions_path:
-                if Path(run.predictions_path).exists():
-                    files[o.model] = (Path(run.predictions_path), run.threshold)
-        pvals = pvalues_vs_best(files, n_boot=n_boot, seed=seed_list[0])
-        times = {}
-        for o in outcomes:
-            if o.train_seconds is not None:
-                times.setdefault(o.model, []).append(o.train_seconds)
-    extra = {m: {"train s": f"{np.mean(t):.1f}"} for m, t in times.items()}
-    for m, p in pvals.items():
-        extra.setdefault(m, {})["p vs best (Jaccard)"] = f"{p:.3f}"
-    click.echo(f"\n{cohort.name} / {protocol} / overall / {averaging} averaging / {len(seed_list)} seed(s); "
-               f"mean ± half 95% CI; best marked **; DDI rate: lower is better")
-    click.echo(comparison_table(records, extra=extra))
+        summary = run_summary(db, [o.run_id for o in outcomes], averaging=averaging, n_boot=n_boot)
+    click.echo(f"\n{summary.title}")
+    click.echo(summary.render())
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         raise _Error(f"{len(failed)} run(s) failed; see the lines above")
@@ -269,9 +275,9 @@ def list_cmd(tag: str | None, model: str | None, sets: tuple[str, ...]) -> None:
 
 @main.command("show")
 @click.argument("run_id", type=int)
-@click.option("--store", type=click.Path(path_type=Path), default=Path("results/medrec.db"), show_default=True)
+@_store_option
 def show_cmd(run_id: int, store: Path) -> None:
-    """Show one run: its configuration and metrics."""
+    """Show one run: its configuration, the model's diagnostics and its metrics."""
     from .store import ResultStore
 
     with ResultStore(store) as db:
@@ -279,64 +285,59 @@ def show_cmd(run_id: int, store: Path) -> None:
         if run is None:
             raise _Error(f"no run {run_id} in {store}")
         metrics = db.metrics_for(run_id)
-    fields = {k: v for k, v in run.__dict__.items() if k not in ("run_key",)}
+    fields = {k: v for k, v in run.__dict__.items() if k not in ("run_key", "diagnostics")}
     click.echo(tabulate(list(fields.items()), headers=["field", "value"], tablefmt="github"))
+    diagnostics = json.loads(run.diagnostics)
+    if diagnostics:
+        click.echo()
+        click.echo(tabulate(list(diagnostics.items()), headers=["diagnostic", "value"], tablefmt="github",
+                            disable_numparse=True))
     if metrics:
         click.echo()
         click.echo(tabulate([(m.group, m.averaging, m.metric, f"{m.mean:.4f}", f"{m.ci_low:.4f}", f"{m.ci_high:.4f}",
-                              m.n_samples, m.n_patients) for m in metrics],
-                            headers=["group", "averaging", "metric", "mean", "ci_low", "ci_high", "samples",
+                              f"{m.std:.4f}", m.n_samples, m.n_patients) for m in metrics],
+                            headers=["group", "averaging", "metric", "mean", "ci_low", "ci_high", "std", "samples",
                                      "patients"], tablefmt="github"))
 
 
 @main.command("leaderboard")
-@click.option("--store", type=click.Path(path_type=Path), default=Path("results/medrec.db"), show_default=True)
+@_store_option
 @click.option("--data", default=None, help="Only this dataset.")
 @click.option("--protocol", default=None, help="Only this protocol.")
 @click.option("--group", default=None, help="Only this group (overall, single_visit, multi_visit, visits_*).")
-@click.option("--averaging", type=click.Choice(["sample", "patient"]), default=None)
+@click.option("--averaging", type=click.Choice(AVERAGINGS), default=None)
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
 def leaderboard_cmd(store: Path, data: str | None, protocol: str | None, group: str | None,
                     averaging: str | None, fmt: str) -> None:
-    """Tables from the store, one per dataset / protocol / group / averaging."""
-    from .report import RECORD_KEYS, comparison_table, records_csv, records_json
+    """Tables from the store, one per dataset / protocol / group / averaging / uncertainty method."""
+    from .report import leaderboard_records, leaderboard_tables, records_csv, records_json
     from .store import ResultStore
 
     if not store.exists():
         raise _Error(f"no results store at {store} (run `medrec-bench run` first or pass --store)")
     with ResultStore(store) as db:
-        records = db.leaderboard_records(data=data, protocol=protocol, group=group, averaging=averaging)
-    if fmt in ("csv", "json"):
-        plain = [{k: r[k] for k in RECORD_KEYS} | {"params_hash": r.get("params_hash")} for r in records]
-        click.echo(records_json(plain) if fmt == "json" else records_csv(plain), nl=False)
-        if fmt == "json":
-            click.echo()
+        records = leaderboard_records(db, data=data, protocol=protocol, group=group, averaging=averaging)
+    if fmt == "json":
+        click.echo(records_json(records))
         return
-    tables: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
-    for r in records:
-        tables.setdefault((r["data"], r["protocol"], r["group"], r["averaging"]), []).append(r)
+    if fmt == "csv":
+        click.echo(records_csv(records), nl=False)
+        return
+    tables = leaderboard_tables(records)
     if not tables:
         click.echo("no complete runs match")
-    for (d, p, g, a), recs in tables.items():
-        labelled = [{**r, "model": _label(r, recs)} for r in recs]
-        seeds = max(r["n_seeds"] for r in recs)
-        click.echo(f"\n## {d} / {p} / {g} / {a} averaging (up to {seeds} seed(s))\n")
-        click.echo(comparison_table(labelled))
-
-
-def _label(record: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    configs = {r["params_hash"] for r in records if r["model"] == record["model"]}
-    return record["model"] if len(configs) == 1 else f"{record['model']}[{record['params_hash']}]"
+    for table in tables:
+        click.echo(f"\n## {table.title}\n")
+        click.echo(table.render())
 
 
 @main.command("rescore")
 @click.argument("run_id", type=int)
-@click.option("--store", type=click.Path(path_type=Path), default=Path("results/medrec.db"), show_default=True)
+@_store_option
 @click.option("--threshold", type=float, default=None, help="Decision threshold (default: the run's).")
-@click.option("--averaging", type=click.Choice(["sample", "patient"]), default="sample", show_default=True)
+@click.option("--averaging", type=click.Choice(AVERAGINGS), default="sample", show_default=True)
 @click.option("--n-boot", type=int, default=1000, show_default=True)
-@click.option("--uncertainty", type=click.Choice(["bootstrap", "rounds_with_replacement",
-                                                  "rounds_without_replacement"]), default="bootstrap")
+@click.option("--uncertainty", type=click.Choice(UNCERTAINTY_METHODS), default="bootstrap")
 def rescore_cmd(run_id: int, store: Path, threshold: float | None, averaging: str, n_boot: int,
                 uncertainty: str) -> None:
     """Re-evaluate a run's saved predictions without retraining."""

@@ -38,18 +38,17 @@ Uncertainty (``uncertainty=``):
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from medrec_bench.metrics import multilabel_scores, per_sample_ddi, predicted, safe_div, set_scores
+from medrec_bench.records import MetricResult
 
 __all__ = [
     "AVERAGINGS",
     "GROUPS",
     "REPORTED_METRICS",
     "UNCERTAINTY_METHODS",
-    "MetricResult",
     "evaluate",
     "paired_bootstrap_pvalue",
     "per_patient_values",
@@ -84,21 +83,6 @@ GROUPS: dict[str, tuple[int, int | None]] = {
 
 _DEFAULT_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 _MAX_CHUNK_CELLS = 4_000_000  # resamples x patients per bootstrap chunk (bounds memory to ~32 MB per array)
-
-
-@dataclass(frozen=True)
-class MetricResult:
-    """One metric of one group under one averaging; see the module docstring for ``mean``/``ci_*``/``std``."""
-
-    group: str
-    averaging: str
-    metric: str
-    mean: float
-    ci_low: float
-    ci_high: float
-    n_samples: int
-    n_patients: int
-    std: float = float("nan")
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers

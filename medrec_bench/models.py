@@ -158,6 +158,12 @@ class Recommender(ABC):
         """Number of trainable parameters (None when the notion does not apply)."""
         return None
 
+    def diagnostics(self) -> dict[str, float | int | str]:
+        """Extra per-run values worth keeping with the run (a small dict: e.g. an OOV rate, feature-cache hits,
+        epochs run). Read after ``fit`` (kept with the cached model) and again after predicting the test split;
+        the runner stores them and ``medrec-bench show`` prints them. Default: none."""
+        return {}
+
     # --- persistence: subclasses provide the state as tensors -------------------------------------------------
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -201,6 +207,8 @@ class TorchRecommender(Recommender):
     max_grad_norm: float | None = None
 
     module: nn.Module | None = None
+    epochs_run: int | None = None  #: epochs trained by the last ``fit``
+    best_epoch: int | None = None  #: the epoch (counted from 1) whose state ``fit`` kept
     test_params: ClassVar[dict[str, Any]] = {"epochs": 2}
 
     def __init__(self, *, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -270,8 +278,10 @@ class TorchRecommender(Recommender):
         rng = np.random.default_rng(seed)
         best_score, best_state, bad_epochs = -math.inf, None, 0
         self.history = []
+        self.epochs_run, self.best_epoch = 0, None
         bar = tqdm(range(self.epochs), desc=type(self).__name__, disable=not ctx.progress, unit="epoch", leave=False)
         for epoch in bar:
+            self.epochs_run = epoch + 1
             self.module.train()
             total, n = 0.0, 0
             optimizer.zero_grad()
@@ -298,6 +308,7 @@ class TorchRecommender(Recommender):
             if score > best_score:
                 best_score, bad_epochs = score, 0
                 best_state = copy.deepcopy(self.module.state_dict())
+                self.best_epoch = epoch + 1
             else:
                 bad_epochs += 1
                 if self.patience and bad_epochs >= self.patience:
@@ -339,6 +350,11 @@ class TorchRecommender(Recommender):
         if self.module is None:
             return None
         return sum(p.numel() for p in self.module.parameters() if p.requires_grad)
+
+    def diagnostics(self) -> dict[str, float | int | str]:
+        """``epochs_run`` and ``best_epoch`` of the last ``fit`` (nothing for a model loaded from disk)."""
+        values = {"epochs_run": self.epochs_run, "best_epoch": self.best_epoch}
+        return {k: v for k, v in values.items() if v is not None}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:

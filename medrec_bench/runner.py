@@ -1,21 +1,26 @@
 """The runner: train every model x seed on a cohort's protocol, predict the test split, evaluate, store.
 
-- A run's key hashes the model's class and resolved parameters, the cohort fingerprint, the protocol and split
-  order, the seed and the evaluation settings. A run already complete in the store is skipped (resume).
+- A run's key hashes the model's class, its code (:func:`code_hash`) and resolved parameters, the keys of the models
+  it requires, the cohort fingerprint, the protocol and split order, the seed and the evaluation settings. A run
+  already complete in the store is skipped (resume) unless ``force``.
 - A trained model is cached under ``<cache>/models/<key>`` (safetensors + JSON) keyed by the same hash minus the
-  evaluation settings, so re-scoring with other settings never retrains.
-- Test predictions are saved as parquet keyed by a salted hash of the patient id (never the raw id), so
+  evaluation settings, so re-scoring with other settings never retrains; editing the model's code retrains it.
+- Test predictions are saved by :mod:`medrec_bench.predictions` (salted patient keys, never the raw id), so
   :func:`rescore` can re-evaluate with another threshold or averaging.
+- The model's :meth:`~medrec_bench.models.Recommender.diagnostics` (training-time values kept with the cached model,
+  merged with those after predicting the test split) are stored with the run.
 - A model that raises is recorded as failed with its one-line error and the grid goes on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
-import secrets
+import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -23,23 +28,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import polars as pl
 from tqdm.auto import tqdm
 
 from . import resources
 from .data.cache import atomic_folder
 from .data.cohort import Cohort
-from .evaluate import MetricResult, evaluate, tune_threshold
+from .evaluate import evaluate, tune_threshold
 from .models import Context, Recommender, check_resources
 from .paths import cache_dir as default_cache_dir
+from .predictions import folder_salt, load_predictions, save_predictions
+from .records import MetricResult
 from .registry import ModelEntry, Registry, default_registry
 from .store import ResultStore, RunRecord
 from .tasks.batching import targets_matrix
 from .tasks.protocols import Sample, Splits, make_splits
 
 Threshold = Literal["default", "tuned"] | float
+Diagnostics = dict[str, float | int | str]
 TRAIN_INFO = "train.json"
 _VERSIONED = ("medrec-bench", "torch", "numpy", "polars", "transformers", "peft", "torch-geometric", "rdkit")
+#: top-level packages whose modules count as the project's code in :func:`code_hash`
+PROJECT_PACKAGES = ("medrec_bench", "leader", "baselines")
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,17 @@ class RunOutcome:
     run_id: int | None = None
     error: str | None = None
     train_seconds: float | None = None
-    results: list[Any] = field(default_factory=list)
+    results: list[MetricResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A fitted model with its training seconds, its cache folder and its training-time diagnostics."""
+
+    model: Recommender
+    train_seconds: float
+    folder: Path
+    diagnostics: Diagnostics = field(default_factory=dict)
 
 
 def _hash(payload: dict[str, Any]) -> str:
@@ -90,48 +109,48 @@ def git_commit() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
-def patient_key(patient_id: str, salt: str) -> str:
-    """Salted hash of a patient id: what prediction files store instead of the id."""
-    return hashlib.sha256(f"{salt}:{patient_id}".encode()).hexdigest()[:20]
+def code_modules(cls: type) -> list[str]:
+    """Names of the modules :func:`code_hash` covers: those defining ``cls`` and its base classes in the project.
+
+    The project is the class's own top-level package plus :data:`PROJECT_PACKAGES`; so a model in
+    ``baselines/safedrug.py`` comes with ``medrec_bench/models.py`` (its base classes, with the shared training
+    loop), and a plugin with its own package's base classes. Order: the method resolution order.
+    """
+    packages = {*PROJECT_PACKAGES, cls.__module__.partition(".")[0]}
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass.__module__.partition(".")[0] in packages and klass.__module__ not in names:
+            names.append(klass.__module__)
+    return names
 
 
-def _salt(folder: Path) -> str:
-    path = folder / ".salt"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(path, "x") as fh:
-                fh.write(secrets.token_hex(16))
-        except FileExistsError:
-            pass
-    return path.read_text().strip()
+def code_hash(cls: type) -> str:
+    """Hash (16 hex chars) of the source files of :func:`code_modules` (``cls``'s code as it is on disk now).
+
+    Any edit of those files, comments included, changes it, and with it the model and run keys. Helper modules
+    that hold no base class (e.g. ``medrec_bench/llm/...``) are not covered: after changing one, run with
+    ``--force``. A module without a readable source file is hashed by its name only.
+    """
+    digest = hashlib.sha256()
+    for name in code_modules(cls):
+        file = getattr(sys.modules.get(name), "__file__", None)
+        source = Path(file).read_bytes() if file and Path(file).is_file() else b""
+        digest.update(f"{name}\0{len(source)}\0".encode() + source)
+    return digest.hexdigest()[:16]
 
 
-def save_predictions(path: Path, samples: list[Sample], y_prob: np.ndarray, drug_codes: tuple[str, ...],
-                     salt: str) -> None:
-    """Per-sample test predictions: salted patient key, n_visits, true drug indices, probabilities."""
-    frame = pl.DataFrame({
-        "patient_key": [patient_key(s.patient_id, salt) for s in samples],
-        "n_visits": np.array([s.n_visits for s in samples], dtype=np.int32),
-        "target": [list(s.target) for s in samples],
-        "prob": list(y_prob.astype(np.float32)),
-    })
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps({"drugs": list(drug_codes)}))
-
-
-def load_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """(y_true bool [N, M], y_prob float [N, M], patient keys [N], n_visits [N], drug codes) from a predictions file."""
-    frame = pl.read_parquet(path)
-    drugs = tuple(json.loads(path.with_suffix(".json").read_text())["drugs"])
-    y_prob = np.stack(frame["prob"].to_numpy()).astype(np.float32) if frame.height else np.zeros((0, len(drugs)))
-    y_true = np.zeros(y_prob.shape, dtype=bool)
-    for i, target in enumerate(frame["target"].to_list()):
-        y_true[i, target] = True
-    return y_true, y_prob, frame["patient_key"].to_numpy(), frame["n_visits"].to_numpy(), drugs
+def check_diagnostics(values: Any) -> Diagnostics:
+    """A model's diagnostics as a JSON-ready dict of str -> float | int | str (numpy scalars converted)."""
+    if not isinstance(values, dict):
+        raise TypeError(f"diagnostics() must return a dict, got {type(values).__name__}")
+    out: Diagnostics = {}
+    for key, value in values.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(key, str) or not isinstance(value, (float, int, str)):
+            raise TypeError(f"diagnostics {key!r}: expected str -> float | int | str, got {type(value).__name__}")
+        out[key] = value
+    return out
 
 
 class Runner:
@@ -140,7 +159,9 @@ class Runner:
     def __init__(self, cohort: Cohort, store: ResultStore, *, protocol: str = "last_visit",
                  split_order: str = "shuffle", settings: EvalSettings | None = None, device: str = "cpu",
                  registry: Registry | None = None, cache: str | Path | None = None,
-                 predictions_dir: str | Path | None = None, progress: bool = True, echo=print) -> None:
+                 predictions_dir: str | Path | None = None, progress: bool = True, echo=print,
+                 force: bool = False) -> None:
+        """``force``: retrain every model (once per runner) and re-run every run, even when cached or complete."""
         self.cohort = cohort
         self.store = store
         self.protocol = protocol
@@ -152,7 +173,9 @@ class Runner:
         self.predictions_dir = Path(predictions_dir) if predictions_dir else Path(store.path).parent / "predictions"
         self.progress = progress
         self.echo = echo
+        self.force = force
         self._splits: dict[int, Splits] = {}
+        self._trained_here: set[Path] = set()
 
     # --- keys -----------------------------------------------------------------------------------------------
     def splits(self, seed: int) -> Splits:
@@ -160,12 +183,18 @@ class Runner:
             self._splits[seed] = make_splits(self.cohort, self.protocol, seed, self.split_order)
         return self._splits[seed]
 
-    def model_key(self, entry: ModelEntry, params: dict[str, Any], seed: int) -> str:
-        return _hash({"class": entry.class_path, "params": params, "data": self.cohort.fingerprint,
-                      "protocol": self.protocol, "split_order": self.split_order, "seed": seed})
+    def model_key(self, entry: ModelEntry, seed: int, overrides: dict[str, dict[str, Any]]) -> str:
+        """Hash of what a trained model depends on: class, its code, resolved params, the required models' keys,
+        cohort fingerprint, protocol, split order and seed. ``overrides``: model name -> params, for every model."""
+        params = entry.resolved_params(overrides.get(entry.name, {}))
+        requires = [self.model_key(self.registry.get(name), seed, overrides) for name in entry.requires]
+        return _hash({"class": entry.class_path, "code": code_hash(entry.load_class()), "params": params,
+                      "requires": requires, "data": self.cohort.fingerprint, "protocol": self.protocol,
+                      "split_order": self.split_order, "seed": seed})
 
-    def run_key(self, entry: ModelEntry, params: dict[str, Any], seed: int) -> str:
-        return _hash({"model": self.model_key(entry, params, seed), "name": entry.name,
+    def run_key(self, entry: ModelEntry, seed: int, overrides: dict[str, dict[str, Any]]) -> str:
+        """:meth:`model_key` plus the registry name and the evaluation settings."""
+        return _hash({"model": self.model_key(entry, seed, overrides), "name": entry.name,
                       "eval": self.settings.to_dict()})
 
     # --- training with the model cache ----------------------------------------------------------------------
@@ -173,55 +202,59 @@ class Runner:
         return Context.from_cohort(self.cohort, device=self.device, seed=seed, work_dir=self.cache / "work",
                                    artifacts=artifacts or {}, progress=self.progress)
 
-    def model_folder(self, entry: ModelEntry, params: dict[str, Any], seed: int) -> Path:
+    def model_folder(self, entry: ModelEntry, seed: int, overrides: dict[str, dict[str, Any]]) -> Path:
         """Where the trained model of this configuration is cached."""
-        return self.cache / "models" / self.model_key(entry, params, seed)[:24]
+        return self.cache / "models" / self.model_key(entry, seed, overrides)[:24]
 
-    def trained(self, entry: ModelEntry, overrides: dict[str, Any], seed: int,
-                all_overrides: dict[str, dict[str, Any]]) -> tuple[Recommender, float, Path]:
-        """The fitted model (from the cache when its key matches), its training seconds and its folder.
-
-        Models named in ``entry.requires`` are trained (or loaded) first and handed over in ``ctx.artifacts``.
-        """
+    def trained(self, entry: ModelEntry, seed: int, overrides: dict[str, dict[str, Any]]) -> Trained:
+        """The fitted model: from the cache when its key matches (unless ``force`` and not yet trained by this
+        runner), else trained and cached. Models named in ``entry.requires`` come first, handed over in
+        ``ctx.artifacts``."""
         artifacts: dict[str, Any] = {}
         for name in entry.requires:
             req = self.registry.get(name)
-            model, _, folder = self.trained(req, all_overrides.get(req.name, {}), seed, all_overrides)
-            artifacts[req.name] = {"model": model, "dir": folder}
-        params = entry.resolved_params(overrides)
-        folder = self.model_folder(entry, params, seed)
+            done = self.trained(req, seed, overrides)
+            artifacts[req.name] = {"model": done.model, "dir": done.folder}
+        params = entry.resolved_params(overrides.get(entry.name, {}))
+        folder = self.model_folder(entry, seed, overrides)
         ctx = self.context(seed, artifacts)
         cls = entry.load_class()
-        if (folder / TRAIN_INFO).exists():
-            model = cls.load(folder, ctx)
-            return model, float(json.loads((folder / TRAIN_INFO).read_text())["train_seconds"]), folder
+        if (folder / TRAIN_INFO).exists() and (not self.force or folder in self._trained_here):
+            info = json.loads((folder / TRAIN_INFO).read_text())
+            return Trained(cls.load(folder, ctx), float(info["train_seconds"]), folder, info.get("diagnostics", {}))
         split = self.splits(seed)
         model = cls(**params)
         start = time.perf_counter()
         model.fit(list(split.train), list(split.val), ctx)
         seconds = time.perf_counter() - start
+        diagnostics = check_diagnostics(model.diagnostics())
 
         def write(tmp: Path) -> None:
             model.save(tmp)
-            (tmp / TRAIN_INFO).write_text(json.dumps({"train_seconds": seconds, "model": entry.name}))
+            info = {"train_seconds": seconds, "model": entry.name, "diagnostics": diagnostics}
+            (tmp / TRAIN_INFO).write_text(json.dumps(info))
 
+        if folder.exists():  # a stale copy (--force) would otherwise win over the fresh one
+            shutil.rmtree(folder)
         atomic_folder(folder, write)
-        return model, seconds, folder
+        self._trained_here.add(folder)
+        return Trained(model, seconds, folder, diagnostics)
 
     # --- one run --------------------------------------------------------------------------------------------
     def run_one(self, name: str, seed: int, overrides: dict[str, dict[str, Any]]) -> RunOutcome:
+        """Train (or load), predict the test split, evaluate and store one model x seed."""
         entry = self.registry.get(name)
-        model_overrides = overrides.get(entry.name, {})
-        params = entry.resolved_params(model_overrides)
-        key = self.run_key(entry, params, seed)
-        done = self.store.completed_run(key)
+        key = self.run_key(entry, seed, overrides)
+        done = None if self.force else self.store.completed_run(key)
         if done is not None:
             return RunOutcome(entry.name, seed, "skipped", done.id, train_seconds=done.train_seconds)
-        record = RunRecord(run_key=key, model=entry.name, params=params, data=self.cohort.name,
-                           data_fingerprint=self.cohort.fingerprint, protocol=self.protocol, seed=seed,
-                           git_commit=git_commit(), versions=package_versions())
+        record = RunRecord(run_key=key, model=entry.name, params=entry.resolved_params(overrides.get(entry.name, {})),
+                           data=self.cohort.name, data_fingerprint=self.cohort.fingerprint, protocol=self.protocol,
+                           seed=seed, git_commit=git_commit(), versions=package_versions(),
+                           code_hash=code_hash(entry.load_class()), uncertainty=self.settings.uncertainty)
         try:
-            model, train_seconds, _ = self.trained(entry, model_overrides, seed, overrides)
+            fitted = self.trained(entry, seed, overrides)
+            model = fitted.model
             split = self.splits(seed)
             test = list(split.test)
             if not test:
@@ -229,18 +262,21 @@ class Runner:
             start = time.perf_counter()
             y_prob = model.predict_proba(test)
             predict_ms = (time.perf_counter() - start) * 1000 / len(test)
+            diagnostics = {**fitted.diagnostics, **check_diagnostics(model.diagnostics())}  # before validation
             threshold = self.threshold_for(model, list(split.val))
             y_true = targets_matrix(test, len(self.cohort.vocab.drugs)).numpy()
             results = evaluate(y_true, y_prob, [s.patient_id for s in test], [s.n_visits for s in test],
                                self.cohort.ddi, threshold=threshold, n_boot=self.settings.n_boot, seed=seed,
                                uncertainty=self.settings.uncertainty)
             pred_path = self.predictions_dir / f"{key[:24]}.parquet"
-            save_predictions(pred_path, test, y_prob, self.cohort.vocab.drugs.codes, _salt(self.predictions_dir))
-            full = RunRecord(**{**record.__dict__, "train_seconds": train_seconds,
-                                "predict_ms_per_sample": predict_ms, "n_parameters": model.n_parameters(),
-                                "threshold": threshold, "predictions_path": str(pred_path)})
-            run_id = self.store.record_run(full, results)
-            return RunOutcome(entry.name, seed, "complete", run_id, train_seconds=train_seconds, results=results)
+            save_predictions(pred_path, test, y_prob, self.cohort.vocab.drugs.codes,
+                             folder_salt(self.predictions_dir))
+            full = dataclasses.replace(record, train_seconds=fitted.train_seconds, predict_ms_per_sample=predict_ms,
+                                       n_parameters=model.n_parameters(), threshold=threshold,
+                                       predictions_path=str(pred_path), diagnostics=diagnostics)
+            run_id = self.store.record_run(full, results, replace=self.force)
+            return RunOutcome(entry.name, seed, "complete", run_id, train_seconds=fitted.train_seconds,
+                              results=results)
         except Exception as exc:  # recorded, and the grid goes on
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             run_id = self.store.record_failure(record, message)
@@ -294,8 +330,7 @@ def rescore(store: ResultStore, run_id: int, *, threshold: float | None = None, 
         raise ValueError(f"no run {run_id} in {store.path}")
     if not run.predictions_path or not Path(run.predictions_path).exists():
         raise ValueError(f"run {run_id} has no saved predictions (looked for {run.predictions_path})")
-    y_true, y_prob, keys, n_visits, drugs = load_predictions(Path(run.predictions_path))
-    ddi = resources.ddi_matrix(drugs)
-    return evaluate(y_true, y_prob, keys, n_visits, ddi,
+    pred = load_predictions(Path(run.predictions_path))
+    return evaluate(pred.y_true, pred.y_prob, pred.patient_keys, pred.n_visits, resources.ddi_matrix(pred.drugs),
                     threshold=run.threshold if threshold is None else threshold, n_boot=n_boot,
                     seed=run.seed if seed is None else seed, uncertainty=uncertainty)

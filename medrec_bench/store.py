@@ -3,7 +3,9 @@
 One SQLite file (default ``results/medrec.db``) holds one row per run in
 ``runs`` and that run's aggregate metrics in ``metrics``.  Only aggregates are
 stored: no patient identifiers, no per-sample predictions (those live in the
-file named by ``predictions_path``, if any).
+file named by ``predictions_path``, if any).  This module only stores and reads;
+pooling runs over seeds and the statistics on top live in
+:mod:`medrec_bench.report`.
 
 Concurrency: several processes may write to the same file at once.  The
 database runs in WAL mode, every write happens inside ``BEGIN IMMEDIATE ...
@@ -15,17 +17,20 @@ Atomicity: :meth:`ResultStore.record_run` writes the run row and all of its
 metric rows in one transaction, so a run row exists only together with its
 metrics; a process that dies mid-way leaves nothing behind.
 
-Schema version is kept in ``PRAGMA user_version`` (see :data:`SCHEMA_VERSION`)
-so that later migrations can be applied on open.
+Schema version is kept in ``PRAGMA user_version`` (see :data:`SCHEMA_VERSION`);
+older files are migrated on open.  Version 2 added to ``runs`` the model's
+``code_hash``, the ``uncertainty`` method of its metrics and its
+``diagnostics`` (JSON), and to ``metrics`` the ``std`` column; rows of a
+version-1 file read back with ``code_hash``/``uncertainty`` None,
+``diagnostics`` ``"{}"`` and ``std`` NaN.
 
-Floats: SQLite stores NaN as NULL.  Metric ``mean``/``ci_low``/``ci_high`` read
-back as ``float('nan')`` when NULL, so they are always floats.
+Floats: SQLite stores NaN as NULL.  Metric ``mean``/``ci_low``/``ci_high``/``std``
+read back as ``float('nan')`` when NULL, so they are always floats.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 import sqlite3
@@ -36,19 +41,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .records import MetricResult
+
 __all__ = [
     "DEFAULT_DB_PATH",
     "SCHEMA_VERSION",
-    "MetricRow",
     "ResultStore",
     "RunRecord",
     "canonical_json",
-    "params_hash",
     "utc_now",
 ]
 
 DEFAULT_DB_PATH = Path("results") / "medrec.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _BUSY_TIMEOUT_S = 60
 _MAX_RETRIES = 8
@@ -98,6 +103,13 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 """
 
+_MIGRATE_TO_V2 = """
+ALTER TABLE runs ADD COLUMN code_hash TEXT;
+ALTER TABLE runs ADD COLUMN uncertainty TEXT;
+ALTER TABLE runs ADD COLUMN diagnostics TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE metrics ADD COLUMN std REAL;
+"""
+
 _RUN_COLUMNS = (
     "run_key",
     "model",
@@ -117,17 +129,12 @@ _RUN_COLUMNS = (
     "n_parameters",
     "threshold",
     "predictions_path",
+    "code_hash",
+    "uncertainty",
+    "diagnostics",
 )
-_METRIC_FIELDS = (
-    "group",
-    "averaging",
-    "metric",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "n_samples",
-    "n_patients",
-)
+_METRIC_FIELDS = tuple(f.name for f in dataclasses.fields(MetricResult))
+_METRIC_COLUMNS = ("grp", *_METRIC_FIELDS[1:])  # ``group`` is stored as ``grp``
 
 
 def utc_now() -> str:
@@ -145,25 +152,19 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def params_hash(params: Any, data_fingerprint: str) -> str:
-    """Short hash (8 hex chars) of a params JSON together with a data fingerprint.
-
-    This is the ``params_hash`` that :meth:`ResultStore.leaderboard_records`
-    reports; it identifies one (params, data fingerprint) configuration.
-    """
-    text = canonical_json(params) + "\n" + str(data_fingerprint)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-
-
 @dataclass(frozen=True)
 class RunRecord:
     """One row of ``runs``.
 
-    ``params`` and ``versions`` are JSON text; a dict passed here is accepted
-    and stored canonically (sorted keys).  Values read back are always the
-    canonical JSON string.  ``started_at``/``ended_at`` default to the time of
-    writing.  ``status`` and ``error`` are set by the store
+    ``params``, ``versions`` and ``diagnostics`` are JSON text; a dict passed
+    here is accepted and stored canonically (sorted keys).  Values read back
+    are always the canonical JSON string.  ``started_at``/``ended_at`` default
+    to the time of writing.  ``status`` and ``error`` are set by the store
     (:meth:`ResultStore.record_run` / :meth:`ResultStore.record_failure`).
+    ``code_hash`` identifies the model's code (see
+    :func:`medrec_bench.runner.code_hash`), ``uncertainty`` the method behind
+    the metrics' ``ci_*``/``std`` (see :mod:`medrec_bench.evaluate`),
+    ``diagnostics`` the model's extra per-run values (OOV rate, epochs run ...).
     ``id`` is None until the run has been stored.
     """
 
@@ -185,21 +186,10 @@ class RunRecord:
     n_parameters: int | None = None
     threshold: float | None = None
     predictions_path: str | None = None
+    code_hash: str | None = None
+    uncertainty: str | None = None
+    diagnostics: str = "{}"
     id: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One row of ``metrics`` (``group`` is the ``grp`` column)."""
-
-    group: str
-    averaging: str
-    metric: str
-    mean: float
-    ci_low: float
-    ci_high: float
-    n_samples: int | None
-    n_patients: int | None
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -235,25 +225,24 @@ def _one_line_error(error: Any) -> str:
     return line
 
 
-def _to_metric_row(obj: Any) -> MetricRow:
-    """Convert a MetricRow / MetricResult-like object (or mapping) to MetricRow."""
-    if isinstance(obj, MetricRow):
+def _to_metric(obj: MetricResult | Mapping[str, Any]) -> MetricResult:
+    """A :class:`MetricResult`, or a mapping with its fields (``std`` optional), checked."""
+    if isinstance(obj, MetricResult):
         row = obj
-    else:
-        if isinstance(obj, Mapping):
-            values = {name: obj[name] for name in _METRIC_FIELDS}
-        else:
-            values = {name: getattr(obj, name) for name in _METRIC_FIELDS}
-        row = MetricRow(
-            group=str(values["group"]),
-            averaging=str(values["averaging"]),
-            metric=str(values["metric"]),
-            mean=_nan_if_none(values["mean"]),
-            ci_low=_nan_if_none(values["ci_low"]),
-            ci_high=_nan_if_none(values["ci_high"]),
-            n_samples=_opt_int(values["n_samples"]),
-            n_patients=_opt_int(values["n_patients"]),
+    elif isinstance(obj, Mapping):
+        row = MetricResult(
+            group=str(obj["group"]),
+            averaging=str(obj["averaging"]),
+            metric=str(obj["metric"]),
+            mean=_nan_if_none(obj["mean"]),
+            ci_low=_nan_if_none(obj["ci_low"]),
+            ci_high=_nan_if_none(obj["ci_high"]),
+            n_samples=_opt_int(obj["n_samples"]),
+            n_patients=_opt_int(obj["n_patients"]),
+            std=_nan_if_none(obj.get("std")),
         )
+    else:
+        raise TypeError(f"metrics must be MetricResult objects or mappings, got {type(obj).__name__}")
     if row.averaging not in _AVERAGINGS:
         raise ValueError(f"averaging must be one of {_AVERAGINGS}, got {row.averaging!r}")
     return row
@@ -280,11 +269,14 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         n_parameters=_opt_int(row["n_parameters"]),
         threshold=_opt_float(row["threshold"]),
         predictions_path=row["predictions_path"],
+        code_hash=row["code_hash"],
+        uncertainty=row["uncertainty"],
+        diagnostics=row["diagnostics"],
     )
 
 
-def _metric_from_row(row: sqlite3.Row) -> MetricRow:
-    return MetricRow(
+def _metric_from_row(row: sqlite3.Row) -> MetricResult:
+    return MetricResult(
         group=row["grp"],
         averaging=row["averaging"],
         metric=row["metric"],
@@ -293,6 +285,7 @@ def _metric_from_row(row: sqlite3.Row) -> MetricRow:
         ci_high=_nan_if_none(row["ci_high"]),
         n_samples=_opt_int(row["n_samples"]),
         n_patients=_opt_int(row["n_patients"]),
+        std=_nan_if_none(row["std"]),
     )
 
 
@@ -301,12 +294,12 @@ class _ReplayableIterable:
 
     def __init__(self, source: Iterable[Any]) -> None:
         self._iter = iter(source)
-        self._cache: list[MetricRow] = []
+        self._cache: list[MetricResult] = []
 
-    def __iter__(self) -> Iterator[MetricRow]:
+    def __iter__(self) -> Iterator[MetricResult]:
         yield from list(self._cache)
         for item in self._iter:
-            row = _to_metric_row(item)
+            row = _to_metric(item)
             self._cache.append(row)
             yield row
 
@@ -396,12 +389,14 @@ class ResultStore:
                 f"results database has schema version {version}, "
                 f"this code supports up to {SCHEMA_VERSION}"
             )
-        if version < 1:
-            for statement in _SCHEMA_V1.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        steps = ((1, _SCHEMA_V1), (2, _MIGRATE_TO_V2))  # (version reached, SQL); a new file runs them all
+        for target, script in steps:
+            if version < target:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        # Future migrations: ``if version < 2: ...`` here.
 
     @property
     def schema_version(self) -> int:
@@ -417,6 +412,7 @@ class ResultStore:
             run,
             params=canonical_json(run.params),
             versions=canonical_json(run.versions if run.versions is not None else {}),
+            diagnostics=canonical_json(run.diagnostics if run.diagnostics is not None else {}),
             seed=int(run.seed),
             started_at=run.started_at or ended,
             ended_at=ended,
@@ -435,42 +431,39 @@ class ResultStore:
         )
         return int(cur.lastrowid)
 
-    def record_run(self, run: RunRecord, metrics: Iterable[Any]) -> int:
+    def record_run(
+        self,
+        run: RunRecord,
+        metrics: Iterable[MetricResult | Mapping[str, Any]],
+        *,
+        replace: bool = False,
+    ) -> int:
         """Store a complete run and all its metrics in one transaction; return its id.
 
         An existing complete run with the same ``run_key`` is kept as is (its
-        id is returned, ``metrics`` are not read); an existing failed one is
-        replaced.  ``metrics`` may be any iterable of objects (or mappings)
-        with the :class:`MetricRow` fields; if iterating it raises, nothing is
-        stored.
+        id is returned, ``metrics`` are not read) unless ``replace`` is true;
+        an existing failed one is always replaced.  ``metrics`` is an iterable
+        of :class:`MetricResult` (or mappings with its fields); if iterating it
+        raises, nothing is stored.
         """
         row = self._normalise(run, "complete", None)
         source = _ReplayableIterable(metrics)
+        columns = ", ".join(("run_id", *_METRIC_COLUMNS))
+        marks = ", ".join("?" for _ in range(len(_METRIC_COLUMNS) + 1))
 
         def tx(conn: sqlite3.Connection) -> int:
             existing = conn.execute(
                 "SELECT id, status FROM runs WHERE run_key = ?", (row.run_key,)
             ).fetchone()
             if existing is not None:
-                if existing["status"] == "complete":
+                if existing["status"] == "complete" and not replace:
                     return int(existing["id"])
                 conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
             run_id = self._insert_run(conn, row)
             for m in source:
                 conn.execute(
-                    "INSERT INTO metrics (run_id, grp, averaging, metric, mean, ci_low,"
-                    " ci_high, n_samples, n_patients) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id,
-                        m.group,
-                        m.averaging,
-                        m.metric,
-                        m.mean,
-                        m.ci_low,
-                        m.ci_high,
-                        m.n_samples,
-                        m.n_patients,
-                    ),
+                    f"INSERT INTO metrics ({columns}) VALUES ({marks})",
+                    (run_id, *(getattr(m, name) for name in _METRIC_FIELDS)),
                 )
             return run_id
 
@@ -530,7 +523,7 @@ class ResultStore:
         rows = self._read(f"SELECT * FROM runs{where} ORDER BY id", args)
         return [_run_from_row(r) for r in rows]
 
-    def metrics_for(self, run_id: int) -> list[MetricRow]:
+    def metrics_for(self, run_id: int) -> list[MetricResult]:
         """Metric rows of one run, ordered by (group, averaging, metric)."""
         rows = self._read(
             "SELECT * FROM metrics WHERE run_id = ? ORDER BY grp, averaging, metric",
@@ -547,35 +540,18 @@ class ResultStore:
                 args.append(value)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
-    def leaderboard_records(
+    def complete_metrics(
         self,
         data: str | None = None,
         protocol: str | None = None,
         group: str | None = None,
         averaging: str | None = None,
         metric: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Aggregate complete runs over seeds, one record per configuration and metric.
+    ) -> list[tuple[RunRecord, MetricResult]]:
+        """(run, metric) pairs of all complete runs matching the filters, ordered by run id.
 
-        Runs are pooled when they share model, params JSON, data,
-        data fingerprint and protocol; different params (or fingerprints) of
-        the same model stay separate records, told apart by ``params_hash``
-        (see :func:`params_hash`; ``model`` stays the plain name).
-
-        Each record has keys ``model, params_hash, data, protocol, group,
-        averaging, metric, mean, ci_low, ci_high, n_seeds``:
-
-        * ``mean`` is the mean over seeds of the per-run means;
-        * ``ci_low``/``ci_high`` are that run's CI for a single seed and the
-          mean of the per-run CI bounds for several seeds (an average
-          per-seed CI, not a CI of the across-seed mean);
-        * ``n_seeds`` is the number of distinct seeds.  If a configuration
-          has several complete runs with the same seed (run keys differing
-          in something else, e.g. threshold choice), only the most recent
-          one (latest ``ended_at``, then highest id) counts.
-
-        Failed runs are ignored.  Records are sorted by (data, protocol,
-        group, averaging, metric, model, params_hash).
+        The raw material of the leaderboard (:func:`medrec_bench.report.leaderboard_records`
+        pools it over seeds); failed runs have no metrics and never appear.
         """
         where, args = self._where(
             **{
@@ -587,66 +563,17 @@ class ResultStore:
             }
         )
         where = (where + " AND" if where else " WHERE") + " r.status = 'complete'"
+        metric_cols = ", ".join(f"m.{c}" for c in _METRIC_COLUMNS)
         rows = self._read(
-            "SELECT r.id, r.model, r.params, r.data, r.data_fingerprint, r.protocol,"
-            " r.seed, r.ended_at, m.grp, m.averaging, m.metric, m.mean, m.ci_low,"
-            f" m.ci_high FROM runs r JOIN metrics m ON m.run_id = r.id{where}",
+            f"SELECT r.*, {metric_cols} FROM runs r JOIN metrics m ON m.run_id = r.id{where}"
+            " ORDER BY r.id, m.grp, m.averaging, m.metric",
             args,
         )
-        # key -> seed -> (recency, mean, ci_low, ci_high)
-        groups: dict[tuple[str, ...], dict[int, tuple[tuple[str, int], float, float, float]]] = {}
+        runs: dict[int, RunRecord] = {}
+        out = []
         for r in rows:
-            key = (
-                r["model"],
-                r["params"],
-                r["data"],
-                r["data_fingerprint"],
-                r["protocol"],
-                r["grp"],
-                r["averaging"],
-                r["metric"],
-            )
-            recency = (r["ended_at"], int(r["id"]))
-            value = (
-                recency,
-                _nan_if_none(r["mean"]),
-                _nan_if_none(r["ci_low"]),
-                _nan_if_none(r["ci_high"]),
-            )
-            per_seed = groups.setdefault(key, {})
-            seed = int(r["seed"])
-            if seed not in per_seed or per_seed[seed][0] < recency:
-                per_seed[seed] = value
-
-        records: list[dict[str, Any]] = []
-        for key, per_seed in groups.items():
-            model, params, data_name, fingerprint, proto, grp, avg, met = key
-            values = list(per_seed.values())
-            n = len(values)
-            records.append(
-                {
-                    "model": model,
-                    "params_hash": params_hash(params, fingerprint),
-                    "data": data_name,
-                    "protocol": proto,
-                    "group": grp,
-                    "averaging": avg,
-                    "metric": met,
-                    "mean": sum(v[1] for v in values) / n,
-                    "ci_low": sum(v[2] for v in values) / n,
-                    "ci_high": sum(v[3] for v in values) / n,
-                    "n_seeds": n,
-                }
-            )
-        records.sort(
-            key=lambda d: (
-                d["data"],
-                d["protocol"],
-                d["group"],
-                d["averaging"],
-                d["metric"],
-                d["model"],
-                d["params_hash"],
-            )
-        )
-        return records
+            run = runs.get(int(r["id"]))
+            if run is None:
+                run = runs[int(r["id"])] = _run_from_row(r)
+            out.append((run, _metric_from_row(r)))
+        return out

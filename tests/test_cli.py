@@ -1,11 +1,16 @@
 """The CLI is a thin face over the library: check its outputs, formats and one-line errors."""
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
 
 from medrec_bench.cli import main
+from medrec_bench.registry import load_registry
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -43,17 +48,42 @@ def test_run_leaderboard_show_rescore(cli, tmp_path):
               "--set", "logistic.epochs=2").output
     assert "| popular" in out and "| logistic" in out and "Jaccard" in out and "p vs best" in out
     assert out.count("[complete]") == 4
+    assert "2 seed(s); mean over seeds ± half the mean per-seed 95% bootstrap CI;" in out
     again = cli("run", "--models", "popular,lr", *cli.data, "--store", store, "--n-boot", "50", "--seeds", "0,1",
                 "--set", "logistic.epochs=2").output
     assert again.count("[done]") == 4
     records = json.loads(cli("leaderboard", "--store", store, "--format", "json").output)
-    keys = {"model", "data", "protocol", "group", "averaging", "metric", "mean", "ci_low", "ci_high", "n_seeds"}
-    assert records and all(keys <= set(r) for r in records)
+    keys = {"model", "data", "protocol", "group", "averaging", "metric", "mean", "ci_low", "ci_high", "n_seeds",
+            "params_hash", "uncertainty"}
+    assert records and all(keys == set(r) for r in records)
     assert {r["n_seeds"] for r in records if r["group"] == "overall"} == {2}
-    assert "## mimic3 / last_visit / overall / sample" in cli("leaderboard", "--store", store).output
+    assert {r["uncertainty"] for r in records} == {"bootstrap"}
+    board = cli("leaderboard", "--store", store).output
+    assert "## mimic3 / last_visit / overall / sample averaging (up to 2 seed(s); mean over seeds ± half" in board
     assert cli("leaderboard", "--store", store, "--format", "csv").output.startswith("model,")
     assert "jaccard" in cli("show", "1", "--store", store).output
+    shown = cli("show", "3", "--store", store).output  # logistic, seed 0
+    assert re.search(r"\| epochs_run\s+\| 2\s+\|", shown) and "best_epoch" in shown
     assert "Jaccard" in cli("rescore", "1", "--store", store, "--threshold", "0.3", "--n-boot", "20").output
+    forced = cli("run", "--models", "popular", *cli.data, "--store", store, "--n-boot", "50", "--force").output
+    assert forced.count("[complete]") == 1
+    rounds = cli("run", "--models", "popular", *cli.data, "--store", store, "--uncertainty",
+                 "rounds_without_replacement").output
+    assert "1 seed(s); mean ± std over rounds (without replacement);" in rounds
+
+
+def test_run_help_example_names_registered_models(cli):
+    text = " ".join(cli("run", "--help").output.split())
+    example = re.search(r"e\.g\. ([\w,]+)\.", text).group(1)
+    registry = load_registry()
+    for name in example.split(","):
+        assert name in registry, f"run --help names {name!r}, which is not registered"
+
+
+def test_cli_import_leaves_torch_out():
+    code = "import sys, medrec_bench.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_list_shows_models(cli):
@@ -84,6 +114,7 @@ def test_list_params_shows_each_layer(cli, tmp_path, monkeypatch):
     (["list", "--params", "logistic", "--set", "logistic.epochs=2.5"], "parameter 'epochs' must be an int, not 2.5"),
     (["list", "--params", "logistic", "--set", "mlp.epochs=2"], "--set for 'mlp', but --params lists 'logistic'"),
     (["list", "--set", "mlp.epochs=2"], "--set needs --params MODEL"),
+    (["run", "--models", "popular", "--protocol", "visits"], "'visits' is not one of 'visit', 'last_visit'"),
 ])
 def test_errors_are_one_line(cli, tmp_path, args, message):
     extra = ["--store", tmp_path / "x.db"] if args[0] in ("run", "show") else []

@@ -146,6 +146,7 @@ def test_oov_rate_of_hand_written_generations(splits, ctx, monkeypatch):
     monkeypatch.setattr(model, "generate", lambda samples: texts[: len(samples)])
     probs = model.predict_proba(list(splits.test[:3]))
     assert model.last_oov_rate == pytest.approx(1 / 4)
+    assert model.diagnostics()["oov_rate"] == pytest.approx(1 / 4) and model.diagnostics()["epochs_run"] == 1
     assert list(np.flatnonzero(probs[0] >= 0.5)) == [0, 5] and probs[0, 0] > probs[0, 5]
     assert not (probs[1] >= 0.5).any() and list(np.flatnonzero(probs[2] >= 0.5)) == [3]
     monkeypatch.setattr(model, "generate", lambda samples: [""] * len(samples))

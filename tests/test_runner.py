@@ -1,15 +1,20 @@
 """The runner: a grid fills the store, re-running resumes, failures are recorded, models are cached and re-scored."""
 
+import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
+from baselines.bag_models import Logistic
 from baselines.popular import Popular
+from medrec_bench.predictions import load_predictions
 from medrec_bench.registry import Registry, load_registry, parse_entry
-from medrec_bench.runner import EvalSettings, Runner, load_predictions, rescore
+from medrec_bench.runner import EvalSettings, Runner, code_hash, code_modules, rescore
 from medrec_bench.store import ResultStore
 
 
@@ -32,20 +37,47 @@ class NeedsPopular(Popular):
         return self
 
 
-def _registry():
+class CountingPopular(Popular):
+    """Counts its trainings; reports diagnostics from training and from the latest prediction."""
+
+    fits = 0
+
+    def fit(self, train, val, ctx):
+        CountingPopular.fits += 1
+        self.predict_calls = 0
+        return super().fit(train, val, ctx)
+
+    def predict_proba(self, samples):
+        self.predict_calls = getattr(self, "predict_calls", 0) + 1
+        return super().predict_proba(samples)
+
+    def diagnostics(self):
+        return {"fit_number": np.int64(CountingPopular.fits), "predict_calls": self.predict_calls, "kind": "count"}
+
+
+class BadDiagnostics(Popular):
+    def diagnostics(self):
+        return {"per_drug": [0.1, 0.2]}
+
+
+def _registry(*extra):
     base = load_registry(plugins=False)
     entries = list(base) + [
         parse_entry("exploding", {"class": "tests.test_runner:Exploding"}, "test"),
         parse_entry("needs_popular", {"class": "tests.test_runner:NeedsPopular", "requires": ["popular"]}, "test"),
+        parse_entry("counting", {"class": "tests.test_runner:CountingPopular"}, "test"),
+        parse_entry("bad_diagnostics", {"class": "tests.test_runner:BadDiagnostics"}, "test"),
+        *extra,
     ]
     return Registry(entries)
 
 
 @pytest.fixture
 def runner_factory(demo_cohort, tmp_path):
-    def make(store, **kw):
-        return Runner(demo_cohort, store, registry=_registry(), cache=tmp_path / "cache", progress=False,
-                      echo=lambda *_: None, settings=kw.pop("settings", EvalSettings(n_boot=50)), **kw)
+    def make(store, registry=None, **kw):
+        return Runner(demo_cohort, store, registry=registry or _registry(), cache=tmp_path / "cache",
+                      progress=False, echo=lambda *_: None, settings=kw.pop("settings", EvalSettings(n_boot=50)),
+                      **kw)
     return make
 
 
@@ -145,3 +177,102 @@ def test_two_runner_processes_share_one_store(demo_dir, tmp_path):
             (m, s) for m in ("popular", "last_visit_repeat") for s in range(6))
         for r in runs:
             assert len(db.metrics_for(r.id)) > 0
+
+
+def _write_package(root: Path, name: str, files: dict[str, str]) -> None:
+    (root / name).mkdir()
+    for file, text in {"__init__.py": "", **files}.items():
+        (root / name / file).write_text(textwrap.dedent(text))
+
+
+def test_code_hash_covers_the_class_and_its_project_bases(tmp_path, monkeypatch):
+    pkg = f"edited_{tmp_path.name}"
+    _write_package(tmp_path, pkg, {
+        "base.py": "from baselines.popular import Popular\n\nclass Base(Popular):\n    pass\n",
+        "model.py": f"from {pkg}.base import Base\n\nclass Model(Base):\n    pass\n",
+        "helper.py": "X = 1\n",
+    })
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from importlib import import_module
+
+    model = import_module(f"{pkg}.model").Model
+    assert code_modules(model) == [f"{pkg}.model", f"{pkg}.base", "baselines.popular", "medrec_bench.models"]
+    assert code_modules(Logistic) == ["baselines.bag_models", "medrec_bench.models"]
+    before = code_hash(model)
+    (tmp_path / pkg / "helper.py").write_text("X = 2\n")
+    assert code_hash(model) == before  # not a base class: not covered (documented; --force)
+    (tmp_path / pkg / "base.py").write_text((tmp_path / pkg / "base.py").read_text() + "# edited\n")
+    assert code_hash(model) != before
+    assert len(before) == 16 and code_hash(Logistic) != code_hash(Popular)
+
+
+def test_editing_a_model_retrains_and_reruns_it(runner_factory, tmp_path, monkeypatch):
+    pkg = f"edited_{tmp_path.name}"
+    _write_package(tmp_path, pkg, {"model.py": "from baselines.popular import Popular\n\n"
+                                               "class Edited(Popular):\n    pass\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = _registry(parse_entry("edited", {"class": f"{pkg}.model:Edited"}, "test"))
+    models = tmp_path / "cache" / "models"
+    with ResultStore(tmp_path / "r.db") as store:
+        assert runner_factory(store, registry).run(["edited"], [0])[0].status == "complete"
+        assert runner_factory(store, registry).run(["edited"], [0])[0].status == "skipped"
+        (tmp_path / pkg / "model.py").write_text((tmp_path / pkg / "model.py").read_text() + "# a fix\n")
+        again = runner_factory(store, registry).run(["edited"], [0])
+        assert again[0].status == "complete"  # neither the stored run nor the cached model was reused
+        assert len(list(models.iterdir())) == 2
+        runs = store.runs(status="complete")
+        assert len(runs) == 2 and runs[0].code_hash != runs[1].code_hash
+
+
+def test_a_required_models_key_is_part_of_the_key(runner_factory, tmp_path):
+    registry = _registry(parse_entry("needs_logistic", {"class": "tests.test_runner:NeedsPopular",
+                                                        "requires": ["logistic"]}, "test"))
+    with ResultStore(tmp_path / "r.db") as store:
+        runner = runner_factory(store, registry)
+        entry = registry.get("needs_logistic")
+        plain = runner.model_key(entry, 0, {})
+        assert runner.model_key(entry, 0, {"popular": {}}) == plain
+        # what the required model is trained with reaches the key of the model that needs it
+        assert runner.model_key(entry, 0, {"logistic": {"epochs": 1}}) != plain
+
+
+def test_force_retrains_and_replaces_the_run(runner_factory, tmp_path):
+    CountingPopular.fits = 0
+    with ResultStore(tmp_path / "r.db") as store:
+        first = runner_factory(store).run(["counting"], [0])[0]
+        assert runner_factory(store).run(["counting"], [0])[0].status == "skipped" and CountingPopular.fits == 1
+        forced = runner_factory(store, force=True).run(["counting", "counting"], [0])
+        assert [o.status for o in forced] == ["complete", "complete"]
+        assert CountingPopular.fits == 2  # retrained once per runner, then taken from the fresh cache
+        runs = store.runs()
+        assert len(runs) == 1 and runs[0].run_key == store.get_run(first.run_id).run_key
+        assert json.loads(runs[0].diagnostics)["fit_number"] == 2
+
+
+def test_diagnostics_are_stored(runner_factory, tmp_path):
+    CountingPopular.fits = 0
+    with ResultStore(tmp_path / "r.db") as store:
+        tuned = EvalSettings(threshold="tuned", n_boot=20)
+        out = runner_factory(store, settings=tuned).run(["counting", "logistic", "bad_diagnostics"], [0],
+                                                        {"logistic": {"epochs": 3, "patience": 0}})
+        counting, logistic, bad = (store.get_run(o.run_id) for o in out)
+        # read after the test prediction, before the validation one that tunes the threshold
+        assert json.loads(counting.diagnostics) == {"fit_number": 1, "predict_calls": 1, "kind": "count"}
+        values = json.loads(logistic.diagnostics)
+        assert values["epochs_run"] == 3 and 1 <= values["best_epoch"] <= 3
+        assert bad.status == "failed" and bad.error.startswith("TypeError: diagnostics 'per_drug'")
+        # a model loaded from the cache keeps its training-time diagnostics
+        cached = runner_factory(store).run(["logistic"], [0], {"logistic": {"epochs": 3, "patience": 0}})[0]
+        assert json.loads(store.get_run(cached.run_id).diagnostics) == values
+
+
+def test_torch_fit_records_epochs_run_and_best_epoch(runner_factory, tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        runner = runner_factory(store)
+        split = runner.splits(0)
+        model = Logistic(epochs=4, patience=0).fit(list(split.train), list(split.val), runner.context(0))
+    praucs = [h["val_prauc"] for h in model.history]
+    assert model.epochs_run == 4 == len(praucs)
+    assert model.best_epoch == 1 + int(np.argmax(praucs))
+    assert model.diagnostics() == {"epochs_run": 4, "best_epoch": model.best_epoch}
+    assert Logistic().diagnostics() == {}

@@ -9,34 +9,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from medrec_bench.store import (
-    SCHEMA_VERSION,
-    MetricRow,
-    ResultStore,
-    RunRecord,
-    params_hash,
-)
+from medrec_bench.records import MetricResult
+from medrec_bench.store import SCHEMA_VERSION, ResultStore, RunRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class FakeMetricResult:
-    """Stand-in for the MetricResult dataclass defined elsewhere (duck typing)."""
-
-    group: str
-    averaging: str
-    metric: str
-    mean: float
-    ci_low: float
-    ci_high: float
-    n_samples: int
-    n_patients: int
 
 
 def make_run(key: str = "k1", seed: int = 0, model: str = "safedrug", **kw) -> RunRecord:
@@ -62,11 +42,11 @@ def make_run(key: str = "k1", seed: int = 0, model: str = "safedrug", **kw) -> R
     return RunRecord(**base)
 
 
-def make_metrics(jaccard: float = 0.5, f1: float = 0.6) -> list[MetricRow]:
+def make_metrics(jaccard: float = 0.5, f1: float = 0.6) -> list[MetricResult]:
     return [
-        MetricRow("overall", "sample", "jaccard", jaccard, jaccard - 0.1, jaccard + 0.1, 100, 40),
-        MetricRow("overall", "sample", "f1", f1, f1 - 0.05, f1 + 0.05, 100, 40),
-        MetricRow("multi_visit", "patient", "jaccard", jaccard / 2, 0.0, jaccard, 30, 10),
+        MetricResult("overall", "sample", "jaccard", jaccard, jaccard - 0.1, jaccard + 0.1, 100, 40, 0.05),
+        MetricResult("overall", "sample", "f1", f1, f1 - 0.05, f1 + 0.05, 100, 40, 0.025),
+        MetricResult("multi_visit", "patient", "jaccard", jaccard / 2, 0.0, jaccard, 30, 10, 0.1),
     ]
 
 
@@ -128,8 +108,9 @@ def test_round_trip_run_and_metrics(db: Path) -> None:
         assert store.get_run(run_id + 999) is None
 
 
-def test_metric_duck_typing_and_defaults(db: Path) -> None:
-    objs = [FakeMetricResult("overall", "patient", "ddi_rate", 0.07, 0.06, 0.08, 50, 20)]
+def test_metric_mappings_and_defaults(db: Path) -> None:
+    objs = [{"group": "overall", "averaging": "patient", "metric": "ddi_rate", "mean": 0.07, "ci_low": 0.06,
+             "ci_high": 0.08, "n_samples": 50, "n_patients": 20, "std": 0.005}]
     run = RunRecord(
         run_key="minimal",
         model="leader",
@@ -147,17 +128,18 @@ def test_metric_duck_typing_and_defaults(db: Path) -> None:
         assert got.started_at and got.ended_at  # filled in with the current time
         assert got.git_commit is None and got.train_seconds is None
         assert store.metrics_for(run_id) == [
-            MetricRow("overall", "patient", "ddi_rate", 0.07, 0.06, 0.08, 50, 20)
+            MetricResult("overall", "patient", "ddi_rate", 0.07, 0.06, 0.08, 50, 20, 0.005)
         ]
+        assert got.code_hash is None and got.uncertainty is None and got.diagnostics == "{}"
 
 
 def test_nan_metric_reads_back_as_nan(db: Path) -> None:
     with ResultStore(db) as store:
         run_id = store.record_run(
-            make_run(), [MetricRow("overall", "sample", "auc", float("nan"), 0.1, 0.2, 5, 2)]
+            make_run(), [MetricResult("overall", "sample", "auc", float("nan"), 0.1, 0.2, 5, 2)]
         )
         (m,) = store.metrics_for(run_id)
-        assert math.isnan(m.mean) and m.ci_low == 0.1
+        assert math.isnan(m.mean) and m.ci_low == 0.1 and math.isnan(m.std)
 
 
 def test_completed_run_by_key(db: Path) -> None:
@@ -244,93 +226,68 @@ def test_runs_filters_and_delete(db: Path) -> None:
     assert count_rows(db, "metrics") == 3
 
 
-def test_leaderboard_aggregates_two_seeds(db: Path) -> None:
+def test_diagnostics_code_hash_and_uncertainty_round_trip(db: Path) -> None:
+    run = make_run(code_hash="0123456789abcdef", uncertainty="rounds_with_replacement",
+                   diagnostics={"oov_rate": 0.125, "epochs_run": 7, "backbone": "smollm2"})
     with ResultStore(db) as store:
-        store.record_run(make_run("s0", seed=0), make_metrics(jaccard=0.40, f1=0.60))
-        store.record_run(make_run("s1", seed=1), make_metrics(jaccard=0.50, f1=0.70))
-        store.record_failure(make_run("s2", seed=2), "crashed")
-        recs = store.leaderboard_records(group="overall", averaging="sample", metric="jaccard")
-        assert len(recs) == 1
-        rec = recs[0]
-        assert set(rec) == {
-            "model", "params_hash", "data", "protocol", "group", "averaging",
-            "metric", "mean", "ci_low", "ci_high", "n_seeds",
-        }
-        assert rec["model"] == "safedrug"
-        assert rec["data"] == "synthetic" and rec["protocol"] == "temporal"
-        assert rec["n_seeds"] == 2
-        # means 0.40, 0.50 -> 0.45; CI lows 0.30, 0.40 -> 0.35; highs 0.50, 0.60 -> 0.55
-        assert rec["mean"] == pytest.approx(0.45)
-        assert rec["ci_low"] == pytest.approx(0.35)
-        assert rec["ci_high"] == pytest.approx(0.55)
-        assert rec["params_hash"] == params_hash('{"dim":64,"lr":0.001}', "fp1")
-
-        # Unfiltered: one record per (group, averaging, metric), sorted deterministically.
-        all_recs = store.leaderboard_records()
-        keys = [(r["group"], r["averaging"], r["metric"]) for r in all_recs]
-        assert keys == [
-            ("multi_visit", "patient", "jaccard"),
-            ("overall", "sample", "f1"),
-            ("overall", "sample", "jaccard"),
-        ]
-        f1 = all_recs[1]
-        assert f1["mean"] == pytest.approx(0.65) and f1["n_seeds"] == 2
-        assert f1["ci_low"] == pytest.approx(0.60) and f1["ci_high"] == pytest.approx(0.70)
+        got = store.get_run(store.record_run(run, make_metrics()))
+    assert got.code_hash == "0123456789abcdef" and got.uncertainty == "rounds_with_replacement"
+    assert got.diagnostics == '{"backbone":"smollm2","epochs_run":7,"oov_rate":0.125}'
 
 
-def test_leaderboard_single_seed_uses_run_ci(db: Path) -> None:
+def test_record_run_replace_overwrites_a_complete_run(db: Path) -> None:
     with ResultStore(db) as store:
-        store.record_run(
-            make_run("one"), [MetricRow("overall", "sample", "jaccard", 0.5, 0.41, 0.57, 10, 5)]
-        )
-        (rec,) = store.leaderboard_records()
-        assert rec["n_seeds"] == 1
-        assert (rec["mean"], rec["ci_low"], rec["ci_high"]) == (0.5, 0.41, 0.57)
+        first = store.record_run(make_run("k1"), make_metrics(jaccard=0.5))
+        second = store.record_run(make_run("k1"), make_metrics(jaccard=0.9), replace=True)
+        assert [r.id for r in store.runs()] == [second]  # SQLite may hand the freed id out again
+        jac = [m.mean for m in store.metrics_for(second) if m.metric == "jaccard" and m.group == "overall"]
+        assert jac == [0.9]
+    assert count_rows(db, "metrics") == 3
 
 
-def test_failed_runs_not_in_leaderboard(db: Path) -> None:
+def test_complete_metrics_joins_runs_and_filters(db: Path) -> None:
     with ResultStore(db) as store:
-        store.record_failure(make_run("f0", model="molerec"), "boom")
-        assert store.leaderboard_records() == []
-        store.record_run(make_run("ok", model="leader"), make_metrics())
-        assert {r["model"] for r in store.leaderboard_records()} == {"leader"}
+        a = store.record_run(make_run("a", seed=0), make_metrics(jaccard=0.4))
+        store.record_run(make_run("b", seed=1, protocol="visit"), make_metrics(jaccard=0.6))
+        store.record_failure(make_run("c", seed=2), "boom")
+        pairs = store.complete_metrics(protocol="temporal", group="overall", metric="jaccard")
+    assert [(run.id, run.seed, m.mean) for run, m in pairs] == [(a, 0, 0.4)]
+    assert pairs[0][1] == make_metrics(jaccard=0.4)[0]
 
 
-def test_leaderboard_separates_params_fingerprints_and_filters(db: Path) -> None:
+# The schema of version 1, as files written before version 2 have it (frozen here on purpose).
+_V1_SCHEMA = """
+CREATE TABLE runs (id INTEGER PRIMARY KEY, run_key TEXT NOT NULL UNIQUE, model TEXT NOT NULL, params TEXT NOT NULL,
+    data TEXT NOT NULL, data_fingerprint TEXT NOT NULL, protocol TEXT NOT NULL, seed INTEGER NOT NULL,
+    git_commit TEXT, versions TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('complete', 'failed')), error TEXT, train_seconds REAL,
+    predict_ms_per_sample REAL, n_parameters INTEGER, threshold REAL, predictions_path TEXT);
+CREATE INDEX runs_lookup ON runs (data, protocol, model, status);
+CREATE TABLE metrics (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, grp TEXT NOT NULL,
+    averaging TEXT NOT NULL CHECK (averaging IN ('sample', 'patient')), metric TEXT NOT NULL, mean REAL,
+    ci_low REAL, ci_high REAL, n_samples INTEGER, n_patients INTEGER, PRIMARY KEY (run_id, grp, averaging, metric));
+INSERT INTO runs VALUES (1, 'old', 'popular', '{}', 'synthetic', 'fp', 'last_visit', 0, NULL, '{}',
+    '2024-01-01T00:00:00+00:00', '2024-01-01T00:01:00+00:00', 'complete', NULL, 1.5, 0.1, NULL, 0.5, NULL);
+INSERT INTO metrics VALUES (1, 'overall', 'sample', 'jaccard', 0.25, 0.2, 0.3, 10, 5);
+PRAGMA user_version = 1;
+"""
+
+
+def test_version_1_database_opens_and_migrates(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(_V1_SCHEMA)
     with ResultStore(db) as store:
-        store.record_run(make_run("p1", params='{"dim": 64}'), make_metrics(jaccard=0.4))
-        store.record_run(make_run("p2", params='{"dim": 128}'), make_metrics(jaccard=0.6))
-        store.record_run(
-            make_run("p3", params='{"dim": 64}', data_fingerprint="fp2"), make_metrics(jaccard=0.8)
-        )
-        store.record_run(make_run("p4", protocol="random"), make_metrics(jaccard=0.1))
-        store.record_run(make_run("p5", data="mimic3"), make_metrics(jaccard=0.2))
-
-        recs = store.leaderboard_records(
-            data="synthetic", protocol="temporal", group="overall", averaging="sample", metric="jaccard"
-        )
-        assert len(recs) == 3
-        assert all(r["model"] == "safedrug" and r["n_seeds"] == 1 for r in recs)
-        assert sorted(r["mean"] for r in recs) == pytest.approx([0.4, 0.6, 0.8])
-        assert len({r["params_hash"] for r in recs}) == 3
-        assert recs == sorted(recs, key=lambda r: r["params_hash"])
-
-        assert [r["mean"] for r in store.leaderboard_records(protocol="random", metric="jaccard",
-                                                             group="overall")] == [0.1]
-        assert [r["mean"] for r in store.leaderboard_records(data="mimic3", metric="jaccard",
-                                                             group="overall")] == [0.2]
-
-
-def test_leaderboard_same_seed_counts_once_latest_wins(db: Path) -> None:
-    with ResultStore(db) as store:
-        store.record_run(
-            make_run("t-fixed", ended_at="2024-01-01T00:00:00+00:00"), make_metrics(jaccard=0.3)
-        )
-        store.record_run(
-            make_run("t-tuned", ended_at="2024-02-01T00:00:00+00:00"), make_metrics(jaccard=0.5)
-        )
-        (rec,) = store.leaderboard_records(group="overall", metric="jaccard")
-        assert rec["n_seeds"] == 1 and rec["mean"] == pytest.approx(0.5)
+        assert store.schema_version == SCHEMA_VERSION == 2
+        old = store.get_run(1)
+        assert old.run_key == "old" and old.train_seconds == 1.5
+        assert old.code_hash is None and old.uncertainty is None and old.diagnostics == "{}"
+        (m,) = store.metrics_for(1)
+        assert (m.metric, m.mean, m.ci_low, m.n_patients) == ("jaccard", 0.25, 0.2, 5) and math.isnan(m.std)
+        new = store.record_run(make_run("new", diagnostics={"epochs_run": 3}), make_metrics())
+        assert store.get_run(new).diagnostics == '{"epochs_run":3}'
+    with ResultStore(db) as store:  # re-opening a migrated file changes nothing
+        assert store.schema_version == 2 and len(store.runs()) == 2
 
 
 def _raising_after_two():
@@ -354,13 +311,13 @@ def test_atomic_when_metrics_iteration_raises(db: Path) -> None:
 
 def test_atomic_when_metric_insert_fails(db: Path) -> None:
     """The run row is inserted first; a failing metric insert must roll it back."""
-    dup = MetricRow("overall", "sample", "jaccard", 0.5, 0.4, 0.6, 10, 5)
+    dup = MetricResult("overall", "sample", "jaccard", 0.5, 0.4, 0.6, 10, 5)
     with ResultStore(db) as store:
         with pytest.raises(sqlite3.IntegrityError):
             store.record_run(make_run("dup"), [dup, dup])
         with pytest.raises(ValueError, match="averaging"):
             store.record_run(
-                make_run("bad"), [dup, MetricRow("overall", "visit", "f1", 0.1, 0, 0.2, 1, 1)]
+                make_run("bad"), [dup, MetricResult("overall", "visit", "f1", 0.1, 0, 0.2, 1, 1)]
             )
         assert store.runs() == []
     assert count_rows(db, "runs") == 0
@@ -380,11 +337,12 @@ def test_process_killed_mid_transaction_leaves_nothing(db: Path) -> None:
     code = textwrap.dedent(
         f"""
         import os
-        from medrec_bench.store import ResultStore, RunRecord, MetricRow
+        from medrec_bench.records import MetricResult
+        from medrec_bench.store import ResultStore, RunRecord
 
         def metrics():
-            yield MetricRow("overall", "sample", "jaccard", 0.5, 0.4, 0.6, 10, 5)
-            yield MetricRow("overall", "sample", "f1", 0.5, 0.4, 0.6, 10, 5)
+            yield MetricResult("overall", "sample", "jaccard", 0.5, 0.4, 0.6, 10, 5)
+            yield MetricResult("overall", "sample", "f1", 0.5, 0.4, 0.6, 10, 5)
             os._exit(17)  # hard crash: no cleanup, no rollback
 
         store = ResultStore({str(db)!r})
@@ -410,7 +368,8 @@ def test_process_killed_mid_transaction_leaves_nothing(db: Path) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys, time
-    from medrec_bench.store import ResultStore, RunRecord, MetricRow
+    from medrec_bench.records import MetricResult
+    from medrec_bench.store import ResultStore, RunRecord
 
     path, worker, n_runs, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     store = ResultStore(path)
@@ -419,7 +378,7 @@ _WRITER = textwrap.dedent(
     for i in range(n_runs):
         run = RunRecord(run_key=f"{worker}-{i}", model=f"model-{worker}", params='{"i": %d}' % i,
                         data="synthetic", data_fingerprint="fp", protocol="temporal", seed=i)
-        metrics = [MetricRow(g, "sample", m, 0.5, 0.4, 0.6, 10, 5)
+        metrics = [MetricResult(g, "sample", m, 0.5, 0.4, 0.6, 10, 5)
                    for g in ("overall", "multi_visit") for m in ("jaccard", "f1")]
         store.record_run(run, metrics)
         if i % 3 == 0:
