@@ -349,6 +349,17 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
             return self.compute_features(samples)
         return cache.get(samples, self.compute_features)
 
+    def diagnostics(self) -> dict[str, float | int | str]:
+        """The training loop's diagnostics plus the training batches' ``padding_fraction`` and, with top-k LoRA, the
+        prefix states found cached vs computed; ``feature_cache_hits`` / ``features_computed`` once features were
+        asked for."""
+        out: dict[str, float | int | str] = {**super().diagnostics(), "padding_fraction": self.padding_fraction}
+        if self._prefix is not None:
+            out |= {"prefix_cached": self._prefix.cached, "prefix_computed": self._prefix.computed}
+        if self._features is not None:
+            out |= {"feature_cache_hits": self._features.hits, "features_computed": self._features.computed}
+        return out
+
     def load_state_tensors(self, state: dict[str, torch.Tensor], ctx: Context) -> None:
         super().load_state_tensors(state, ctx)
         self._fingerprint = None

@@ -103,3 +103,8 @@ def test_teacher_fitted_through_the_cache_saves_loads_and_predicts_the_same(demo
     assert again._prefix.computed == 0  # every state came from the disk cache
     features = model.features(train[:5])
     assert features.shape == (5, model.hidden_size) and features.dtype == np.float16
+    model.features(train[:5])
+    diag = model.diagnostics()
+    assert diag["prefix_computed"] == len(train) + len(val) + len(test) and diag["prefix_cached"] > 0
+    assert diag["feature_cache_hits"] == 5 and diag["features_computed"] == 5
+    assert 0.0 <= diag["padding_fraction"] < 0.5
