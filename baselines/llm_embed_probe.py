@@ -23,7 +23,6 @@ Checkpoint: the head and the standardisation statistics (the frozen backbone is 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medrec_bench.llm.backbones import Backbone, load_backbone
+from medrec_bench.llm.backbones import Backbone, backbone_fingerprint, load_backbone
 from medrec_bench.llm.batches import pad_tokens
 from medrec_bench.llm.calls import input_device
 from medrec_bench.llm.features import FeatureCache
@@ -155,23 +154,11 @@ class LLMEmbedProbe(TorchRecommender):
         return PromptConfig(max_history=self.max_history, include_profile=self.include_profile, max_length=limit)
 
     def fingerprint(self) -> str:
-        """sha256 of what decides an embedding besides the prompt: backbone name, dtype, pooling and the backbone's
-        files (name, size, mtime) or, without a folder, its weights."""
+        """sha256 of what decides an embedding besides the prompt: the backbone (name, files or weights), dtype and
+        pooling."""
         if self._fingerprint is None:
-            backbone = self._backbone
-            assert backbone is not None
-            h = hashlib.sha256(json.dumps({"backbone": backbone.name, "dtype": self.dtype, "pooling": self.pooling,
-                                           "hidden": backbone.hidden_size}, sort_keys=True).encode())
-            if backbone.source is not None:
-                for path in sorted(Path(backbone.source).iterdir()):
-                    if path.is_file():
-                        stat = path.stat()
-                        h.update(f"{path.name}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode())
-            else:
-                for name, tensor in sorted(backbone.model.state_dict().items()):
-                    h.update(name.encode())
-                    h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = h.hexdigest()
+            assert self._backbone is not None
+            self._fingerprint = backbone_fingerprint(self._backbone, dtype=self.dtype, pooling=self.pooling)
         return self._fingerprint
 
     def _disk_cache(self) -> FeatureCache | None:

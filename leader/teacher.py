@@ -46,13 +46,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medrec_bench.llm.backbones import Backbone, load_backbone
+from medrec_bench.llm.backbones import Backbone, backbone_fingerprint, load_backbone
 from medrec_bench.llm.batches import PADDING_SIDES, TokenBatch, TrainableStateModule, pad_tokens
 from medrec_bench.llm.features import FeatureCache
 from medrec_bench.llm.lora import LORA_TARGETS, PromptLoRATraining, apply_lora, check_effective_batch_size
+from medrec_bench.llm.prefix_cache import PREFIX_DTYPES, DecoderSplit, PrefixBatch, PrefixStates, decoder_of, \
+    mask_positions
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
-from medrec_bench.tasks.batching import targets_matrix
+from medrec_bench.tasks.batching import length_bucketed_order, padding_fraction, targets_matrix
 from medrec_bench.tasks.protocols import Sample
 
 __all__ = ["LeaderTeacher", "TeacherNet"]
@@ -67,10 +69,12 @@ class TeacherNet(TrainableStateModule):
 
     state_label = "teacher state"
 
-    def __init__(self, backbone: nn.Module, hidden_size: int, n_drugs: int) -> None:
+    def __init__(self, backbone: nn.Module, hidden_size: int, n_drugs: int,
+                 split: DecoderSplit | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(hidden_size, n_drugs, bias=False)
+        self.split = split  # top-k LoRA: batches of cached prefix states run only the top blocks
         base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
         accepted = inspect.signature(base.forward).parameters
         self._pass_positions = "position_ids" in accepted
@@ -89,21 +93,28 @@ class TeacherNet(TrainableStateModule):
         return super().to(*args, **kwargs)
 
     # --- forward --------------------------------------------------------------------------------------------------
-    def pool(self, batch: TokenBatch) -> torch.Tensor:
-        """Final-layer hidden state at the last real token of each prompt (its EOS): [B, hidden], backbone dtype."""
+    def pool(self, batch: TokenBatch | PrefixBatch) -> torch.Tensor:
+        """Final-layer hidden state at the last real token of each prompt (its EOS): [B, hidden], backbone dtype.
+        A :class:`PrefixBatch` (states entering block L - k) runs only the top k blocks and the final norm."""
         mask = batch.attention_mask
-        kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask}
-        if self._pass_positions:  # positions count real tokens only, so left padding changes nothing
-            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        if self._pass_use_cache:
-            kwargs["use_cache"] = False
-        out = self.backbone(**kwargs)
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        if isinstance(batch, PrefixBatch):
+            if self.split is None:
+                raise ValueError("a batch of prefix states needs a teacher with LoRA on the top blocks only")
+            dtype = next(self.split.top.parameters()).dtype
+            hidden = self.split.forward_top(batch.hidden.to(dtype), mask)
+        else:
+            kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask}
+            if self._pass_positions:  # positions count real tokens only, so left padding changes nothing
+                kwargs["position_ids"] = mask_positions(mask)
+            if self._pass_use_cache:
+                kwargs["use_cache"] = False
+            out = self.backbone(**kwargs)
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         positions = torch.arange(mask.shape[1], device=mask.device)
         last = (mask.long() * positions).argmax(dim=1).to(hidden.device)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
-    def forward(self, batch: TokenBatch) -> torch.Tensor:
+    def forward(self, batch: TokenBatch | PrefixBatch) -> torch.Tensor:
         pooled = self.pool(batch)
         return self.head(pooled.to(device=self.head.weight.device, dtype=self.head.weight.dtype))
 
@@ -125,8 +136,8 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
                  max_history: int = 3, include_profile: bool = False, max_length: int = 2048,
                  epochs: int = 20, max_steps: int = 3000, batch_size: int = 4, effective_batch_size: int = 32,
                  eval_batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.0, patience: int = 3,
-                 padding_side: str = "right", gradient_checkpointing: bool = False,
-                 seed: int | None = None) -> None:
+                 padding_side: str = "right", gradient_checkpointing: bool = False, lora_layers: int | str = "all",
+                 prefix_dtype: str = "backbone", seed: int | None = None) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
                          seed=seed)
         if padding_side not in PADDING_SIDES:
@@ -145,6 +156,15 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         self.eval_batch_size = eval_batch_size
         self.padding_side = padding_side
         self.gradient_checkpointing = gradient_checkpointing
+        if not (lora_layers == "all" or (isinstance(lora_layers, int) and not isinstance(lora_layers, bool)
+                                         and lora_layers >= 1)):
+            raise ValueError(f"lora_layers must be 'all' or a number of top blocks >= 1, not {lora_layers!r}")
+        if prefix_dtype not in PREFIX_DTYPES:
+            raise ValueError(f"prefix_dtype must be one of {PREFIX_DTYPES}, not {prefix_dtype!r}")
+        self.lora_layers = lora_layers
+        self.prefix_dtype = prefix_dtype
+        self._prefix: PrefixStates | None = None
+        self.padding_fraction = math.nan  #: padded share of the training batches' tokens (last epoch)
         self._backbone: Backbone | None = None
         self._tokens: PromptTokens | None = None
         self._fingerprint: str | None = None
@@ -160,12 +180,39 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
                                     append_eos=True)
         self._fingerprint = None
         self._features = None
+        n_layers = len(decoder_of(self._backbone.model).layers)
+        k = n_layers if self.lora_layers == "all" else int(self.lora_layers)
+        if k > n_layers:
+            raise ValueError(f"lora_layers {k} > the backbone's {n_layers} blocks")
+        prefix_key = backbone_fingerprint(self._backbone, dtype=self.dtype) if k < n_layers else ""
         peft_model = apply_lora(self._backbone.model, r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
-                                targets=self.lora_targets, gradient_checkpointing=self.gradient_checkpointing)
-        net = TeacherNet(peft_model, self._backbone.hidden_size, ctx.n_drugs)
+                                targets=self.lora_targets, gradient_checkpointing=self.gradient_checkpointing,
+                                layers=None if k == n_layers else range(n_layers - k, n_layers))
+        split = DecoderSplit(decoder_of(peft_model), k) if k < n_layers else None
+        self._prefix = None
+        if split is not None:
+            folder = Path(ctx.work_dir) / "leader_t_prefix" if ctx.work_dir is not None else None
+            self._prefix = PrefixStates(
+                split, self.token_ids, folder=folder, pad_id=self._backbone.tokenizer.pad_token_id,
+                padding_side=self.padding_side, prefix_dtype=self.prefix_dtype, batch_size=self.eval_batch_size,
+                progress=ctx.progress, fingerprint={"backbone": prefix_key, "prompt": self.prompt_config.__dict__})
+        net = TeacherNet(peft_model, self._backbone.hidden_size, ctx.n_drugs, split)
         if ctx.device == "auto":
             net.head.to(net.input_device)
         return net
+
+    def before_training(self, train: Sequence[Sample], val: Sequence[Sample]) -> None:
+        """Top-k LoRA: the frozen prefix states of every training and validation prompt, computed once."""
+        if self._prefix is not None:
+            self._prefix.ensure(list(train) + list(val), "leader_t prefix pass")
+
+    def epoch_order(self, train: Sequence[Sample], rng: np.random.Generator) -> Sequence[int]:
+        """Length-bucketed: shuffled, sorted by prompt length within windows of 50 batches, batches shuffled; the
+        epoch's padding share is kept in ``padding_fraction``."""
+        lengths = [len(self.token_ids(s)) for s in train]
+        order = length_bucketed_order(rng.permutation(len(train)), lengths, self.batch_size, rng)
+        self.padding_fraction = padding_fraction(lengths, order, self.batch_size)
+        return order
 
     # --- inputs ------------------------------------------------------------------------------------------------------
     def token_ids(self, sample: Sample) -> list[int]:
@@ -174,8 +221,10 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
             raise RuntimeError(f"{type(self).__name__} is not fitted")
         return self._tokens(sample)
 
-    def make_batch(self, samples: Sequence[Sample], ctx: Context) -> TokenBatch:
+    def make_batch(self, samples: Sequence[Sample], ctx: Context) -> TokenBatch | PrefixBatch:
         assert self._backbone is not None
+        if self._prefix is not None:
+            return self._prefix.batch(samples)
         return pad_tokens([self.token_ids(s) for s in samples], self._backbone.tokenizer.pad_token_id,
                           self.padding_side)
 
@@ -234,6 +283,8 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         out = np.zeros((len(samples), width), dtype=dtype)
         if not len(samples):
             return out
+        if self._prefix is not None:
+            self._prefix.ensure(samples, "leader_t prefix pass")
         was_training = self.module.training
         self.module.eval()
         order = sorted(range(len(samples)), key=lambda i: len(self.token_ids(samples[i])))
@@ -297,6 +348,17 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         if cache is None:
             return self.compute_features(samples)
         return cache.get(samples, self.compute_features)
+
+    def diagnostics(self) -> dict[str, float | int | str]:
+        """The training loop's diagnostics plus the training batches' ``padding_fraction`` and, with top-k LoRA, the
+        prefix states found cached vs computed; ``feature_cache_hits`` / ``features_computed`` once features were
+        asked for."""
+        out: dict[str, float | int | str] = {**super().diagnostics(), "padding_fraction": self.padding_fraction}
+        if self._prefix is not None:
+            out |= {"prefix_cached": self._prefix.cached, "prefix_computed": self._prefix.computed}
+        if self._features is not None:
+            out |= {"feature_cache_hits": self._features.hits, "features_computed": self._features.computed}
+        return out
 
     def load_state_tensors(self, state: dict[str, torch.Tensor], ctx: Context) -> None:
         super().load_state_tensors(state, ctx)

@@ -273,6 +273,7 @@ class TorchRecommender(Recommender):
         seed_everything(seed)
         self.ctx = ctx
         self.module = self.build(ctx).to(ctx.device)
+        self.before_training(train, val)
         optimizer = self.make_optimizer()
         rng = np.random.default_rng(seed)
         best_score, best_state, bad_epochs = -math.inf, None, 0
@@ -285,7 +286,7 @@ class TorchRecommender(Recommender):
             total, n = 0.0, 0
             optimizer.zero_grad()
             n_batches = -(-len(train) // self.batch_size)
-            for step, (batch, target) in enumerate(self._batches(train, rng.permutation(len(train))), start=1):
+            for step, (batch, target) in enumerate(self._batches(train, self.epoch_order(train, rng)), start=1):
                 loss = self.loss(batch, target, epoch)
                 (loss / self.accumulation_steps).backward()
                 if step % self.accumulation_steps == 0 or step == n_batches:
@@ -316,6 +317,13 @@ class TorchRecommender(Recommender):
             self.module.load_state_dict(best_state)
         self.module.eval()
         return self
+
+    def epoch_order(self, train: Sequence[Sample], rng: np.random.Generator) -> Sequence[int]:
+        """The order of the training samples in one epoch (cut into batches of ``batch_size``): a permutation."""
+        return rng.permutation(len(train))
+
+    def before_training(self, train: Sequence[Sample], val: Sequence[Sample]) -> None:
+        """Hook after :meth:`build` and before the first epoch (e.g. to precompute inputs of every sample)."""
 
     def on_epoch_end(self, record: dict[str, float]) -> None:
         """Hook after each epoch (``record``: epoch, loss, val_prauc); e.g. to adapt a loss weight."""

@@ -26,6 +26,7 @@ Tokenizers always have a pad token (the EOS token when the model defines none); 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -44,8 +45,8 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["BUILTIN_BACKBONES", "Backbone", "BackboneNotFound", "DTYPES", "load_backbone", "offline_mode",
-           "smollm2_folder", "tiny_llama_tokenizer"]
+__all__ = ["BUILTIN_BACKBONES", "Backbone", "BackboneNotFound", "DTYPES", "backbone_fingerprint", "load_backbone",
+           "offline_mode", "smollm2_folder", "tiny_llama_tokenizer"]
 
 BUILTIN_BACKBONES = ("smollm2-135m", "tiny-llama", "minilm")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -333,3 +334,21 @@ def _load_folder(name: str, folder: Path, dtype: torch.dtype, with_lm_head: bool
     model.eval()
     hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "d_model"))
     return Backbone(name, model, _ensure_pad(tokenizer), hidden, is_causal, folder)
+
+
+def backbone_fingerprint(backbone: Backbone, **settings: Any) -> str:
+    """sha256 (hex) of what decides a backbone's outputs besides its inputs: its name and hidden size, its files
+    (name, size, mtime) or, without a folder (``tiny-llama``), its weights, plus ``settings`` (e.g. dtype, pooling:
+    JSON-serialisable values)."""
+    h = hashlib.sha256(json.dumps({"backbone": backbone.name, "hidden": backbone.hidden_size, **settings},
+                                  sort_keys=True, default=str).encode())
+    if backbone.source is not None:
+        for path in sorted(Path(backbone.source).iterdir()):
+            if path.is_file():
+                stat = path.stat()
+                h.update(f"{path.name}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode())
+    else:
+        for name, tensor in sorted(backbone.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

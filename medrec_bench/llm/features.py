@@ -1,15 +1,18 @@
-"""An on-disk cache of per-sample feature vectors (the LEADER teacher's hidden states for distillation).
+"""On-disk caches of per-sample arrays: the LEADER teacher's hidden states for distillation (:class:`FeatureCache`,
+one vector per sample) and, through :class:`ArrayStore`, the frozen-prefix states of :mod:`.prefix_cache` (one
+[tokens, hidden] matrix per sample).
 
-Layout of a cache folder (one per teacher fingerprint)::
+Layout of an :class:`ArrayStore` folder (one per fingerprint)::
 
-    index.json        {"fingerprint": str, "dim": int, "dtype": "float16", "shards": [file, ...],
-                       "rows": {sample key: [shard number, row]}}
+    index.json        {"format": 2, "fingerprint": str, "dim": int, "dtype": "float16", "shards": [file, ...],
+                       "rows": {key: [shard number, first row, number of rows]}}
     shard-0000.npy    float16 [rows, dim], opened with ``np.load(mmap_mode="r")``
-    shard-0001.npy    ... (one shard per call that had samples not cached yet)
+    shard-0001.npy    ... (one shard per write)
 
 A sample key is the sha256 (hex) of ``patient_id``, a unit separator, and ``visit_id``. Files are written to a
 temporary name and renamed, so a crash never leaves a half-written index; two processes filling the same folder
-at the same time may compute the same rows twice (the last index written wins), never corrupt it.
+at the same time may compute the same rows twice (the last index written wins), never corrupt it. Without a folder
+the store lives in memory.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import numpy as np
 
 from medrec_bench.tasks.protocols import Sample
 
-__all__ = ["FeatureCache", "sample_key"]
+__all__ = ["ArrayStore", "FeatureCache", "sample_key"]
 
 INDEX_FILE = "index.json"
+INDEX_FORMAT = 2
+FLOAT16_MAX = 65504.0
 
 
 def sample_key(sample: Sample) -> str:
@@ -46,63 +51,69 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-class FeatureCache:
-    """float16 feature rows [dim] by sample, stored under ``folder`` (created on first write)."""
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """float16 copy of ``values``, clipped to float16's finite range (no inf)."""
+    return np.clip(np.asarray(values, dtype=np.float32), -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
-    def __init__(self, folder: Path, fingerprint: str, dim: int) -> None:
-        self.folder = Path(folder)
+
+class ArrayStore:
+    """float16 arrays [n_k, dim] by string key, in memory-mapped ``.npy`` shards under ``folder`` (created on first
+    write), or in memory when ``folder`` is None. An index of another fingerprint or width is ignored (empty)."""
+
+    def __init__(self, folder: Path | None, fingerprint: str, dim: int) -> None:
+        self.folder = Path(folder) if folder is not None else None
         self.fingerprint = fingerprint
         self.dim = dim
+        self._memory: dict[str, np.ndarray] = {}
+        self._shards: dict[int, np.ndarray] = {}
         self._index = self._read_index()
 
+    def _empty(self) -> dict:
+        return {"format": INDEX_FORMAT, "fingerprint": self.fingerprint, "dim": self.dim, "dtype": "float16",
+                "shards": [], "rows": {}}
+
     def _read_index(self) -> dict:
-        path = self.folder / INDEX_FILE
-        empty = {"fingerprint": self.fingerprint, "dim": self.dim, "dtype": "float16", "shards": [], "rows": {}}
-        if not path.is_file():
-            return empty
+        if self.folder is None or not (self.folder / INDEX_FILE).is_file():
+            return self._empty()
         try:
-            index = json.loads(path.read_text())
+            index = json.loads((self.folder / INDEX_FILE).read_text())
         except (OSError, ValueError):
-            return empty
-        if index.get("fingerprint") != self.fingerprint or index.get("dim") != self.dim:
-            return empty
+            return self._empty()
+        if (index.get("format") != INDEX_FORMAT or index.get("fingerprint") != self.fingerprint
+                or index.get("dim") != self.dim):
+            return self._empty()
         if not all((self.folder / s).is_file() for s in index["shards"]):
-            return empty
+            return self._empty()
         return index
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._memory or key in self._index["rows"]
+
     def __len__(self) -> int:
-        return len(self._index["rows"])
+        return len(self._memory) + len(self._index["rows"])
 
-    def get(self, samples: Sequence[Sample], compute: Callable[[list[Sample]], np.ndarray]) -> np.ndarray:
-        """float16 [len(samples), dim]: cached rows, ``compute(missing samples) -> [k, dim]`` for the others (then
-        stored as a new shard)."""
-        keys = [sample_key(s) for s in samples]
-        rows = self._index["rows"]
-        missing: dict[str, Sample] = {}
-        for key, sample in zip(keys, samples):
-            if key not in rows and key not in missing:
-                missing[key] = sample
-        if missing:
-            values = np.asarray(compute(list(missing.values())))
-            if values.shape != (len(missing), self.dim):
-                raise ValueError(f"computed features have shape {values.shape}, expected {(len(missing), self.dim)}")
-            self._add(list(missing), values)
-            rows = self._index["rows"]
-        out = np.empty((len(samples), self.dim), dtype=np.float16)
-        shards = [np.load(self.folder / name, mmap_mode="r") for name in self._index["shards"]]
-        by_shard: dict[int, tuple[list[int], list[int]]] = {}
-        for i, key in enumerate(keys):
-            shard, row = rows[key]
-            by_shard.setdefault(shard, ([], []))
-            by_shard[shard][0].append(i)
-            by_shard[shard][1].append(row)
-        for shard, (targets, source_rows) in by_shard.items():
-            out[targets] = shards[shard][source_rows]
-        return out
+    def _shard(self, number: int) -> np.ndarray:
+        if number not in self._shards:
+            assert self.folder is not None
+            self._shards[number] = np.load(self.folder / self._index["shards"][number], mmap_mode="r")
+        return self._shards[number]
 
-    def _add(self, keys: list[str], values: np.ndarray) -> None:
+    def read(self, key: str) -> np.ndarray:
+        """float16 [n_k, dim] stored under ``key`` (a read-only memory map slice for a folder store)."""
+        if key in self._memory:
+            return self._memory[key]
+        shard, start, length = self._index["rows"][key]
+        return self._shard(shard)[start:start + length]
+
+    def write(self, keys: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
+        """Store ``arrays[i]`` (float [n_i, dim]) under ``keys[i]``: one new shard for a folder store."""
+        arrays = [to_float16(a).reshape(-1, self.dim) for a in arrays]
+        if self.folder is None:
+            self._memory.update(zip(keys, arrays))
+            return
+        if not arrays:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
-        values = np.clip(values.astype(np.float32), -65504, 65504).astype(np.float16)  # no inf in float16
         number = len(self._index["shards"])
         name = f"shard-{number:04d}.npy"
         while (self.folder / name).exists():  # another process wrote this name: pick the next free one
@@ -111,13 +122,53 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy", dir=self.folder)
         os.close(fd)
         try:
-            np.save(tmp, values)
+            np.save(tmp, np.concatenate(arrays, axis=0))
             os.replace(tmp, self.folder / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         shard = len(self._index["shards"])
         self._index["shards"].append(name)
-        for row, key in enumerate(keys):
-            self._index["rows"][key] = [shard, row]
+        start = 0
+        for key, array in zip(keys, arrays):
+            self._index["rows"][key] = [shard, start, len(array)]
+            start += len(array)
         _atomic_write_bytes(self.folder / INDEX_FILE, json.dumps(self._index).encode())
+
+
+class FeatureCache:
+    """float16 feature rows [dim] by sample, stored under ``folder`` (see :class:`ArrayStore`). ``hits`` / ``computed``
+    count the rows served from the cache and the rows computed, over the cache's life."""
+
+    def __init__(self, folder: Path | None, fingerprint: str, dim: int) -> None:
+        self.store = ArrayStore(folder, fingerprint, dim)
+        self.dim = dim
+        self.hits = 0
+        self.computed = 0
+
+    @property
+    def folder(self) -> Path | None:
+        return self.store.folder
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def get(self, samples: Sequence[Sample], compute: Callable[[list[Sample]], np.ndarray]) -> np.ndarray:
+        """float16 [len(samples), dim]: cached rows, ``compute(missing samples) -> [k, dim]`` for the others (then
+        stored as a new shard)."""
+        keys = [sample_key(s) for s in samples]
+        missing: dict[str, Sample] = {}
+        for key, sample in zip(keys, samples):
+            if key not in self.store and key not in missing:
+                missing[key] = sample
+        if missing:
+            values = np.asarray(compute(list(missing.values())))
+            if values.shape != (len(missing), self.dim):
+                raise ValueError(f"computed features have shape {values.shape}, expected {(len(missing), self.dim)}")
+            self.store.write(list(missing), list(values[:, None, :]))
+        self.computed += len(missing)
+        self.hits += len(keys) - len(missing)
+        out = np.empty((len(samples), self.dim), dtype=np.float16)
+        for i, key in enumerate(keys):
+            out[i] = self.store.read(key)[0]
+        return out

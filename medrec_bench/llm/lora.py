@@ -4,6 +4,7 @@ settings of a prompt-based :class:`~medrec_bench.models.TorchRecommender` (:clas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,10 +21,11 @@ LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
 def apply_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, targets: str,
-               gradient_checkpointing: bool = False) -> nn.Module:
+               gradient_checkpointing: bool = False, layers: Sequence[int] | None = None) -> nn.Module:
     """Freeze ``model`` and add LoRA adapters (peft) on ``targets`` (comma-separated module names, or
     ``all-linear``); returns the peft model (its ``get_base_model()`` runs with the adapters active).
-    ``gradient_checkpointing`` recomputes activations in the backward pass (less memory, slower)."""
+    ``gradient_checkpointing`` recomputes activations in the backward pass (less memory, slower). ``layers``: the
+    transformer blocks (indices) that get adapters (peft's ``layers_to_transform``; None = all)."""
     from peft import LoraConfig, get_peft_model
 
     for p in model.parameters():
@@ -33,7 +35,11 @@ def apply_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, targets:
         model.enable_input_require_grads()
     modules: str | list[str] = targets if targets == "all-linear" else \
         [t.strip() for t in targets.split(",") if t.strip()]
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none")
+    if layers is not None and isinstance(modules, str):
+        raise ValueError("LoRA on some blocks only needs the target modules by name, not 'all-linear'")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none",
+                        layers_to_transform=None if layers is None else list(layers),
+                        layers_pattern=None if layers is None else "layers")  # the ModuleList of the blocks
     return get_peft_model(model, config)
 
 

@@ -106,3 +106,35 @@ def bag_of_codes(samples: Sequence[Sample], n_diagnoses: int, n_procedures: int,
     px = multi_hot([s.procedures for s in samples], n_procedures)
     rx = multi_hot([s.history[-1].drugs if s.history else () for s in samples], n_drugs)
     return torch.cat([dx, px, rx], dim=1)
+
+
+def length_bucketed_order(order: Sequence[int], lengths: Sequence[int], batch_size: int,
+                          rng: np.random.Generator, window_batches: int = 50) -> list[int]:
+    """A training order whose consecutive ``batch_size`` chunks hold samples of similar length.
+
+    ``order`` (a shuffled permutation of the samples) is cut into windows of ``window_batches`` batches; each window
+    is sorted by ``lengths`` (stable) and cut into batches; the full batches are then shuffled with ``rng`` (a last,
+    partial batch stays last, so chunking the result by ``batch_size`` gives exactly these batches). Returns the
+    flattened order."""
+    if batch_size < 1 or window_batches < 1:
+        raise ValueError(f"batch_size ({batch_size}) and window_batches ({window_batches}) must be >= 1")
+    order = list(order)
+    window = batch_size * window_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    partial = [b for b in batches if len(b) < batch_size]
+    full = [b for b in batches if len(b) == batch_size]
+    return [i for b in [full[j] for j in rng.permutation(len(full))] + partial for i in b]
+
+
+def padding_fraction(lengths: Sequence[int], order: Sequence[int], batch_size: int) -> float:
+    """Share of padded positions when ``order`` is cut into batches of ``batch_size`` sequences of ``lengths``
+    (each batch padded to its longest): 1 - real tokens / padded tokens; 0.0 for no tokens."""
+    real = padded = 0
+    for start in range(0, len(order), batch_size):
+        chunk = [lengths[i] for i in order[start:start + batch_size]]
+        real += sum(chunk)
+        padded += max(chunk, default=0) * len(chunk)
+    return 1.0 - real / padded if padded else 0.0

@@ -1,0 +1,210 @@
+"""Frozen-prefix hidden states for LoRA on the top ``k`` blocks of a decoder-only LM.
+
+With LoRA adapters only on the top ``k`` of ``L`` transformer blocks, everything below block ``L - k`` is frozen:
+the hidden states that enter that block depend on the prompt alone. :class:`DecoderSplit` cuts a decoder (a
+Hugging Face ``*Model`` with ``.layers`` and ``.norm``, e.g. Llama / SmolLM2, Mistral, Qwen2) into two views that
+share its weights: ``bottom`` (embeddings + blocks ``0 .. L-k-1``, no final norm) and ``top`` (blocks
+``L-k .. L-1`` + final norm, fed through ``inputs_embeds``). Both run through the model's own ``forward`` (so the
+causal mask, the rotary position embeddings and the attention implementation are the model's), with positions
+counted over real tokens (``cumsum(mask) - 1``) so left and right padding agree.
+
+:class:`PrefixStates` computes the bottom's output once per sample (inference mode, no autograd, optionally through
+int8 dynamically quantised Linear layers on CPU) and keeps it in an :class:`~medrec_bench.llm.features.ArrayStore`
+(float16 [tokens, hidden] per sample, memory-mapped shards on disk). Rows are keyed by the sample and its token ids
+(so a truncated prompt is stored as truncated); the folder is keyed by the backbone fingerprint, the prompt
+settings, ``k`` and the prefix precision.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .batches import PADDING_SIDES, TokenBatch, pad_tokens
+from .calls import base_model
+from .features import ArrayStore, sample_key
+
+__all__ = ["PREFIX_DTYPES", "DecoderSplit", "PrefixBatch", "PrefixStates", "decoder_of", "mask_positions"]
+
+#: how the frozen prefix is computed: in the backbone's own dtype, or with int8 dynamically quantised Linear layers
+PREFIX_DTYPES = ("backbone", "int8")
+
+
+def mask_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids long [B, T] counting real tokens only (``mask`` [B, T], 1 = real), 0 on padding."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder stack (the module holding ``.layers`` and ``.norm``) of a backbone, a ``*ForCausalLM`` or a peft
+    wrapper of either; a ValueError for a model without one (e.g. an encoder such as MiniLM)."""
+    model = base_model(model)
+    for candidate in (model, getattr(model, "model", None)):
+        if candidate is not None and isinstance(getattr(candidate, "layers", None), nn.ModuleList) \
+                and hasattr(candidate, "norm"):
+            return candidate
+    raise ValueError(f"{type(model).__name__} has no decoder stack with .layers and .norm: top-k LoRA with a frozen "
+                     f"prefix needs a decoder-only LM (Llama-style)")
+
+
+def _view(decoder: nn.Module, layers: Sequence[nn.Module], norm: nn.Module) -> nn.Module:
+    """A shallow copy of ``decoder`` with its own module table: ``layers`` and ``norm`` replaced, every other
+    submodule and every weight shared."""
+    view = copy.copy(decoder)
+    view._modules = dict(decoder._modules)
+    view._parameters = dict(decoder._parameters)
+    view._buffers = dict(decoder._buffers)
+    view.layers = nn.ModuleList(layers)
+    view.norm = norm
+    return view
+
+
+class DecoderSplit:
+    """``decoder`` cut before block ``L - k``: ``bottom`` and ``top`` views sharing its weights (module docstring)."""
+
+    def __init__(self, decoder: nn.Module, k: int) -> None:
+        self.n_layers = len(decoder.layers)
+        if not 1 <= k < self.n_layers:
+            raise ValueError(f"a split needs 1 <= k < {self.n_layers} top blocks, not {k}")
+        self.k = k
+        self.decoder = decoder
+        self.bottom = _view(decoder, list(decoder.layers[: self.n_layers - k]), nn.Identity())
+        self.top = _view(decoder, list(decoder.layers[self.n_layers - k:]), decoder.norm)
+
+    @property
+    def cut(self) -> int:
+        """Index of the first top block (``L - k``)."""
+        return self.n_layers - self.k
+
+    def prefix(self, batch: TokenBatch, bottom: nn.Module | None = None) -> torch.Tensor:
+        """Hidden states entering block ``L - k``: float [B, T, hidden] (``bottom``: another view to run, e.g. an int8
+        copy)."""
+        mask = batch.attention_mask
+        out = (bottom or self.bottom)(input_ids=batch.input_ids, attention_mask=mask,
+                                      position_ids=mask_positions(mask), use_cache=False)
+        return out.last_hidden_state
+
+    def forward_top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final-layer hidden states float [B, T, hidden] from prefix states ``hidden`` [B, T, hidden]."""
+        out = self.top(inputs_embeds=hidden, attention_mask=attention_mask,
+                       position_ids=mask_positions(attention_mask), use_cache=False)
+        return out.last_hidden_state
+
+    def int8_bottom(self) -> nn.Module:
+        """A copy of the bottom view with its Linear layers dynamically quantised to int8 (CPU inference only)."""
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(copy.deepcopy(self.bottom).float().eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+@dataclass
+class PrefixBatch:
+    """Padded prefix states: ``hidden`` float [B, T, hidden] (zeros on padding), ``attention_mask`` long [B, T]."""
+
+    hidden: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "PrefixBatch":
+        return PrefixBatch(self.hidden.to(device), self.attention_mask.to(device))
+
+    def __len__(self) -> int:
+        return int(self.hidden.shape[0])
+
+
+def _row_key(sample: Any, ids: Sequence[int]) -> str:
+    h = hashlib.sha256(sample_key(sample).encode())
+    h.update(np.asarray(ids, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+class PrefixStates:
+    """Prefix states of samples, computed once by ``split`` and stored in ``folder`` (None: in memory).
+
+    ``token_ids(sample) -> list[int]`` gives a sample's prompt; ``fingerprint`` (a dict: backbone fingerprint, prompt
+    settings, ...) keys the folder together with ``k`` and ``prefix_dtype``. ``batch_size`` prompts per bottom
+    forward; ``pad_id`` and ``padding_side`` as the model pads. ``cached`` / ``computed`` count prompts found in the
+    store and prompts computed, over the object's life.
+    """
+
+    def __init__(self, split: DecoderSplit, token_ids: Callable[[Any], list[int]], *, fingerprint: dict[str, Any],
+                 folder: Path | None, pad_id: int, padding_side: str = "right", prefix_dtype: str = "backbone",
+                 batch_size: int = 8, progress: bool = False) -> None:
+        if prefix_dtype not in PREFIX_DTYPES:
+            raise ValueError(f"prefix_dtype must be one of {PREFIX_DTYPES}, not {prefix_dtype!r}")
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding side must be one of {PADDING_SIDES}, not {padding_side!r}")
+        self.split = split
+        self.token_ids = token_ids
+        self.pad_id = pad_id
+        self.padding_side = padding_side
+        self.prefix_dtype = prefix_dtype
+        self.batch_size = max(1, batch_size)
+        self.progress = progress
+        self.key = hashlib.sha256(json.dumps({**fingerprint, "k": split.k, "layers": split.n_layers,
+                                              "prefix_dtype": prefix_dtype}, sort_keys=True,
+                                             default=str).encode()).hexdigest()
+        hidden = int(split.decoder.config.hidden_size)
+        self.store = ArrayStore(Path(folder) / self.key[:32] if folder is not None else None, self.key, hidden)
+        self.cached = 0
+        self.computed = 0
+        self._int8: nn.Module | None = None
+
+    def _bottom(self) -> nn.Module:
+        if self.prefix_dtype == "backbone":
+            return self.split.bottom
+        if self._int8 is None:
+            if next(self.split.decoder.parameters()).device.type != "cpu":
+                raise ValueError("prefix_dtype 'int8' (dynamic quantisation) runs on CPU only")
+            self._int8 = self.split.int8_bottom()
+        return self._int8
+
+    def ensure(self, samples: Sequence[Any], desc: str = "prefix pass") -> None:
+        """Compute and store the prefix states of the samples not stored yet (length-sorted batches, a bar)."""
+        todo: dict[str, tuple[Any, list[int]]] = {}
+        seen = 0
+        for s in samples:
+            ids = self.token_ids(s)
+            key = _row_key(s, ids)
+            if key in self.store:
+                seen += 1
+            elif key not in todo:
+                todo[key] = (s, ids)
+        self.cached += seen
+        if not todo:
+            return
+        keys = sorted(todo, key=lambda k: len(todo[k][1]))
+        device = next(self.split.decoder.parameters()).device
+        bottom = self._bottom()
+        with torch.inference_mode(), tqdm(total=len(keys), desc=desc, unit="prompt", disable=not self.progress,
+                                          leave=False) as bar:
+            for start in range(0, len(keys), self.batch_size):
+                chunk = keys[start:start + self.batch_size]
+                batch = pad_tokens([todo[k][1] for k in chunk], self.pad_id, "right").to(device)
+                hidden = self.split.prefix(batch, bottom).float().cpu().numpy()
+                lengths = batch.attention_mask.sum(1).tolist()
+                self.store.write(chunk, [hidden[i, :n] for i, n in enumerate(lengths)])
+                self.computed += len(chunk)
+                bar.update(len(chunk))
+
+    def batch(self, samples: Sequence[Any]) -> PrefixBatch:
+        """The samples' prefix states, padded on ``padding_side`` (computed first where missing)."""
+        self.ensure(samples)
+        rows = [self.store.read(_row_key(s, self.token_ids(s))) for s in samples]
+        length = max([len(r) for r in rows] + [1])
+        hidden = torch.zeros((len(rows), length, self.store.dim), dtype=torch.float32)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, r in enumerate(rows):
+            cols = slice(0, len(r)) if self.padding_side == "right" else slice(length - len(r), length)
+            hidden[i, cols] = torch.from_numpy(np.asarray(r, dtype=np.float32))
+            mask[i, cols] = 1
+        return PrefixBatch(hidden, mask)

@@ -1,0 +1,110 @@
+"""Top-k LoRA with a frozen-prefix cache (medrec_bench/llm/prefix_cache.py, leader_t ``lora_layers``): the top-k
+path equals the full model, the cache key follows what decides the states, and a teacher fitted through the cache
+saves, loads and predicts the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from leader.teacher import LeaderTeacher
+from medrec_bench.llm.batches import pad_tokens
+from medrec_bench.llm.prefix_cache import DecoderSplit, PrefixBatch, PrefixStates, decoder_of
+from medrec_bench.llm.prompts import build_prompt
+from medrec_bench.models import Context
+from medrec_bench.tasks import make_splits
+
+
+@pytest.fixture(scope="module")
+def samples(demo_cohort):
+    return list(make_splits(demo_cohort, "visit", seed=0).train)[:12]
+
+
+def _built(demo_cohort, tmp_path, **params):
+    model = LeaderTeacher(backbone="tiny-llama", max_length=96, **params)
+    ctx = Context.from_cohort(demo_cohort, seed=0, work_dir=tmp_path)
+    model.ctx = ctx
+    model.module = model.build(ctx)
+    model.module.eval()
+    return model
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_top_k_path_equals_the_full_model(demo_cohort, samples, tmp_path, side):
+    """LoRA B matrices at zero (peft's initialisation): prefix states + top block == all blocks (fp32, 1e-4)."""
+    model = _built(demo_cohort, tmp_path, lora_layers=1, padding_side=side)
+    net = model.module
+    lora_blocks = {n.split(".layers.")[1].split(".")[0] for n, _ in net.named_parameters() if "lora_" in n}
+    assert lora_blocks == {"1"}  # tiny-llama has 2 blocks: only the top one is adapted
+    tokens = pad_tokens([model.token_ids(s) for s in samples], model._backbone.tokenizer.pad_token_id, side)
+    with torch.no_grad():
+        full = net(tokens)
+        states = net.split.prefix(tokens)
+        top = net(PrefixBatch(states * tokens.attention_mask[..., None], tokens.attention_mask))
+        cached = net(model.make_batch(samples, model.ctx))  # through the float16 store
+    torch.testing.assert_close(top, full, atol=1e-4, rtol=0)
+    scale = float(full.abs().max())
+    assert float((cached - full).abs().max()) <= 1e-2 * scale
+
+
+def test_cache_key_follows_prompt_config_k_and_precision(demo_cohort, tmp_path):
+    keys = {}
+    for name, params in {"base": {"lora_layers": 1}, "history": {"lora_layers": 1, "max_history": 1},
+                         "int8": {"lora_layers": 1, "prefix_dtype": "int8"}}.items():
+        keys[name] = _built(demo_cohort, tmp_path, **params)._prefix.key
+    assert len(set(keys.values())) == 3
+    model = _built(demo_cohort, tmp_path, lora_layers=1)
+    split = model.module.split
+    other_k = PrefixStates(DecoderSplit(split.decoder, 1), model.token_ids, fingerprint={"backbone": "x"},
+                           folder=None, pad_id=0)
+    same = PrefixStates(DecoderSplit(split.decoder, 1), model.token_ids, fingerprint={"backbone": "x"},
+                        folder=None, pad_id=0)
+    assert other_k.key == same.key != model._prefix.key
+
+
+def test_a_truncated_prompt_is_cached_as_truncated(demo_cohort, samples, tmp_path):
+    model = _built(demo_cohort, tmp_path, lora_layers=1, max_history=3)
+    tok = model._backbone.tokenizer
+    long = max(samples, key=lambda s: len(tok(build_prompt(s, demo_cohort.vocab))["input_ids"]))
+    n = len(model.token_ids(long))
+    assert n <= 96 < len(tok(build_prompt(long, demo_cohort.vocab))["input_ids"])  # the prompt had to be cut
+    batch = model.make_batch([long], model.ctx)
+    assert batch.hidden.shape[1] == n and int(batch.attention_mask.sum()) == n
+    assert model._prefix.computed == 1 and len(model._prefix.store) == 1
+    model.make_batch([long], model.ctx)
+    assert model._prefix.computed == 1 and model._prefix.cached == 1
+
+
+def test_split_needs_a_decoder_and_a_valid_k(demo_cohort, tmp_path):
+    model = _built(demo_cohort, tmp_path, lora_layers=1)
+    decoder = decoder_of(model.module.backbone)
+    for k in (0, 2):
+        with pytest.raises(ValueError, match="1 <= k < 2"):
+            DecoderSplit(decoder, k)
+    with pytest.raises(ValueError, match="lora_layers"):
+        LeaderTeacher(lora_layers=0)
+    with pytest.raises(ValueError, match="lora_layers 3 > the backbone's 2 blocks"):
+        _built(demo_cohort, tmp_path, lora_layers=3)
+
+
+def test_teacher_fitted_through_the_cache_saves_loads_and_predicts_the_same(demo_cohort, tmp_path):
+    splits = make_splits(demo_cohort, "last_visit", seed=0)
+    train, val, test = list(splits.train)[:40], list(splits.val), list(splits.test)
+    ctx = Context.from_cohort(demo_cohort, seed=0, work_dir=tmp_path / "work")
+    model = LeaderTeacher(backbone="tiny-llama", lora_layers=1, epochs=2, batch_size=8, effective_batch_size=8,
+                          max_length=128, lr=5e-3).fit(train, val, ctx)
+    assert model._prefix.computed == len(train) + len(val)
+    probs = model.predict_proba(test)
+    assert model._prefix.computed == len(train) + len(val) + len(test)
+    model.save(tmp_path / "saved")
+    again = LeaderTeacher.load(tmp_path / "saved", ctx)
+    np.testing.assert_allclose(again.predict_proba(test), probs, atol=1e-6, rtol=0)
+    assert again._prefix.computed == 0  # every state came from the disk cache
+    features = model.features(train[:5])
+    assert features.shape == (5, model.hidden_size) and features.dtype == np.float16
+    model.features(train[:5])
+    diag = model.diagnostics()
+    assert diag["prefix_computed"] == len(train) + len(val) + len(test) and diag["prefix_cached"] > 0
+    assert diag["feature_cache_hits"] == 5 and diag["features_computed"] == 5
+    assert 0.0 <= diag["padding_fraction"] < 0.5
