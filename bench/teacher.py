@@ -1,13 +1,16 @@
-"""Benchmark: LEADER teacher training steps/s and inference patients/s, float32 vs bfloat16, in one run.
+"""Benchmark: LEADER teacher training and inference throughput per arm (dtype x LoRA blocks), in one run.
 
-Usage: ``python bench/teacher.py [--backbone smollm2-135m] [--dtypes float32,bfloat16] [--steps 10]
+Usage: ``python bench/teacher.py [--backbone smollm2-135m] [--arms float32:all,float32:2] [--steps 10]
 [--batch-size 4] [--infer 32] [--eval-batch-size 8] [--max-length 2048] [--threads N] [--device cpu]``
 
-Data: the default synthetic cohort (``load_cohort("synthetic")``), protocol ``last_visit``; training batches are
-drawn from the train split in a fixed order, inference runs on the first ``--infer`` test samples. For each dtype
-the teacher's module is built (backbone + LoRA + head), one warm-up step is run, then ``--steps`` optimizer steps of
-``--batch-size`` samples (accumulation 1) are timed (``time.perf_counter``); inference times ``predict_proba``
-(length-sorted batches of ``--eval-batch-size``). Prompts are tokenized before timing. Prints a table.
+An arm is ``DTYPE:LORA_LAYERS`` (``all`` = LoRA on every block, the paper; an int k = the top k blocks, with the
+frozen prefix computed once and cached in memory). Data: the default synthetic cohort, protocol ``last_visit``;
+training batches are drawn from the train split in a fixed order, inference runs on the first ``--infer`` test
+samples. For each arm the teacher's module is built, top-k arms then run the one-time prefix pass over every timed
+prompt (timed separately: prompts/s and achieved GFLOP/s = 2 x bottom-block parameters x tokens, as a fraction of a
+large fp32 matmul's GFLOP/s timed in the same run), one warm-up step is run, then ``--steps`` optimizer steps of
+``--batch-size`` samples (accumulation 1) are timed; inference times ``predict_proba``. Prints a table and the ratio
+of each arm's training samples/s to the first arm's.
 """
 
 from __future__ import annotations
@@ -35,12 +38,28 @@ from medrec_bench.tasks import make_splits  # noqa: E402
 from medrec_bench.tasks.batching import targets_matrix  # noqa: E402
 
 
-def bench_dtype(dtype: str, args: argparse.Namespace, ctx: Context, train: list, test: list) -> dict[str, object]:
-    """Train/inference throughput of one dtype."""
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of the fastest of ``repeats`` fp32 [n, n] @ [n, n] products (the machine's practical peak)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_arm(arm: str, args: argparse.Namespace, ctx: Context, train: list, test: list,
+              peak: float) -> dict[str, object]:
+    """Train/inference throughput of one ``DTYPE:LORA_LAYERS`` arm."""
+    dtype, _, layers = arm.partition(":")
     seed_everything(0)
     model = LeaderTeacher(backbone=args.backbone, dtype=dtype, batch_size=args.batch_size,
                           effective_batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-                          max_length=args.max_length)
+                          max_length=args.max_length, lora_layers=int(layers) if layers.isdigit() else "all")
     model.ctx = ctx
     t0 = time.perf_counter()
     model.module = model.build(ctx).to(ctx.device)
@@ -48,6 +67,16 @@ def bench_dtype(dtype: str, args: argparse.Namespace, ctx: Context, train: list,
     optimizer = model.make_optimizer()
     batches = [train[(i * args.batch_size) % len(train):][:args.batch_size] for i in range(args.steps + 1)]
     tokens = [len(model.token_ids(s)) for b in batches for s in b] + [len(model.token_ids(s)) for s in test]
+    prefix: dict[str, object] = {}
+    if model._prefix is not None:
+        timed = list({id(s): s for b in batches for s in b}.values()) + test
+        seconds = _timed(lambda: model._prefix.ensure(timed))
+        split = model._prefix.split
+        bottom = sum(p.numel() for layer in split.decoder.layers[: split.cut] for p in layer.parameters())
+        n_tokens = sum(len(model.token_ids(s)) for s in timed)
+        gflops = 2 * bottom * n_tokens / seconds / 1e9
+        prefix = {"prefix prompts/s": len(timed) / seconds, "prefix GFLOP/s": gflops,
+                  "prefix / matmul peak": gflops / peak}
     model.module.train()
     losses = []
 
@@ -71,16 +100,16 @@ def bench_dtype(dtype: str, args: argparse.Namespace, ctx: Context, train: list,
     t0 = time.perf_counter()
     probs = model.predict_proba(test)
     infer_s = time.perf_counter() - t0
-    return {"dtype": dtype, "build s": round(build_s, 1), "train steps/s": args.steps / train_s,
+    return {"arm": arm, "build s": round(build_s, 1), "train steps/s": args.steps / train_s,
             "train samples/s": args.steps * args.batch_size / train_s, "infer patients/s": len(test) / infer_s,
-            "mean tokens": float(np.mean(tokens)), "last loss": losses[-1],
+            **prefix, "mean tokens": float(np.mean(tokens)), "last loss": losses[-1],
             "finite": bool(np.isfinite(probs).all())}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--arms", default="float32:all,float32:2", help="comma-separated DTYPE:LORA_LAYERS")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--infer", type=int, default=32)
@@ -95,11 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     splits = make_splits(cohort, "last_visit", seed=0)
     ctx = Context.from_cohort(cohort, device=args.device, seed=0)
     train, test = list(splits.train), list(splits.test)[: args.infer]
-    rows = [bench_dtype(d.strip(), args, ctx, train, test) for d in args.dtypes.split(",") if d.strip()]
+    peak = matmul_gflops()
+    rows = [bench_arm(a.strip(), args, ctx, train, test, peak) for a in args.arms.split(",") if a.strip()]
+    for row in rows:
+        row["train x first arm"] = row["train samples/s"] / rows[0]["train samples/s"]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(f"backbone {args.backbone}, device {args.device}, torch threads {torch.get_num_threads()}, "
           f"{args.steps} steps x batch {args.batch_size}, max_length {args.max_length}, inference on {len(test)} "
-          f"test patients (batches of {args.eval_batch_size}), peak RSS {peak_mib:.0f} MiB")
+          f"test patients (batches of {args.eval_batch_size}), fp32 matmul {peak:.0f} GFLOP/s, peak RSS "
+          f"{peak_mib:.0f} MiB")
     print(tabulate(rows, headers="keys", floatfmt=".3f"))
 
 
