@@ -1,17 +1,17 @@
 """``llm_embed_probe``: a frozen language model embeds each prompt once; a small head learns the drugs from that.
 
 It measures how much of LEADER(T)'s gain comes from fine-tuning the LLM: same prompts (:mod:`medrec_bench.llm.prompts`,
-fitted to ``max_length`` tokens, capped by the backbone's position limit), but the backbone is frozen and only a
-head on its pooled hidden states is trained.
+fitted to ``max_length`` tokens, capped by the backbone's position limit), but the backbone is frozen and only a head on
+its pooled hidden states is trained.
 
-- Backbone (:mod:`medrec_bench.llm.backbones`, loaded without LM head): ``minilm`` (all-MiniLM-L6-v2, 384-d; default) or any
-  causal LM (``smollm2-135m``, a local folder, ``tiny-llama`` for tests; built with seed 0).
+- Backbone (:mod:`medrec_bench.llm.backbones`, loaded without LM head): ``minilm`` (all-MiniLM-L6-v2, 384-d; default) or
+  any causal LM (``smollm2-135m``, a local folder, ``tiny-llama`` for tests; built with seed 0).
 - Pooling of the final-layer hidden states over the prompt's real tokens: ``mean`` (default; as sentence-transformers
   pools MiniLM) or ``last`` (the last real token; the natural choice for a causal LM).
-- Embeddings (float16 [dim] per prompt) are cached in memory and on disk under
-  ``ctx.work_dir / "llm_embed_probe" / <backbone fingerprint>`` as ``.npy`` shards + a JSON index
-  (:class:`medrec_bench.llm.features.FeatureCache`), keyed by the sha256 of the prompt text; the fingerprint covers the backbone
-  (name, dtype, pooling, and its files' sizes and times, or its weights when it has no folder). Never pickled.
+- Embeddings (float16 [dim] per prompt) are cached in memory and on disk under ``ctx.work_dir / "llm_embed_probe" /
+  <backbone fingerprint>`` as ``.npy`` shards + a JSON index (:class:`medrec_bench.llm.features.FeatureCache`), keyed by
+  the sha256 of the prompt text; the fingerprint covers the backbone (name, dtype, pooling, and its files' sizes and
+  times, or its weights when it has no folder). Never pickled.
 - Head (``head``): ``linear`` (logistic regression) or ``mlp`` (one hidden layer of ``hidden`` units, ReLU,
   dropout) on the embeddings standardised with the training mean and standard deviation; the output bias starts at
   the logit of each drug's training frequency (so training starts from ``popular``); BCE with logits, trained by

@@ -1,12 +1,12 @@
 """``llm_generative``: a causal LM fine-tuned with LoRA to write the drug names, read back by name matching.
 
-Pipeline: the sample's prompt (:mod:`medrec_bench.llm.prompts`, fitted to ``max_length - max_new_tokens`` tokens by dropping
-the oldest history visits first) -> the answer ``" " + answer_text(drugs)`` (lower-cased WHO ATC names,
+Pipeline: the sample's prompt (:mod:`medrec_bench.llm.prompts`, fitted to ``max_length - max_new_tokens`` tokens by
+dropping the oldest history visits first) -> the answer ``" " + answer_text(drugs)`` (lower-cased WHO ATC names,
 comma-joined; ``answer_order="frequency"`` lists them most-frequent-in-training first, ``"given"`` keeps the sample's
 order) followed by EOS, cut to ``max_new_tokens`` tokens -> the backbone WITH its LM head, LoRA (``peft``) on the
 attention and MLP projections -> next-token cross-entropy on the answer tokens only (prompt and padding labels are
--100). Batches put prompts left-padded and answers right-padded, so every answer starts in the same column and only
-the answer positions' logits are computed (``logits_to_keep``).
+-100). Batches put prompts left-padded and answers right-padded, so every answer starts in the same column and only the
+answer positions' logits are computed (``logits_to_keep``).
 
 Inference: greedy decoding (deterministic) of at most ``max_new_tokens`` tokens, batched with the KV cache; the
 text is parsed by :class:`baselines.drug_names.DrugNameMatcher` (exact then ``difflib`` fuzzy matching with ratio

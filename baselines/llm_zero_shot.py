@@ -5,8 +5,8 @@ The score of drug ``j`` for a sample is the length-normalised log-likelihood of 
     s_j = (1 / L_j) * sum_t log p(c_t | prompt, c_<t)        c = tokens of " " + name_j, L_j = len(c)
 
 (natural log, nats per token; names are the lower-cased WHO ATC names of :func:`medrec_bench.llm.prompts.drug_names`,
-tokenized without special tokens; the prompt is :func:`medrec_bench.llm.prompts.fit_prompt` with ``reserve`` = the longest
-name, so prompt + name fits ``max_length``). Drugs sharing a name share the score.
+tokenized without special tokens; the prompt is :func:`medrec_bench.llm.prompts.fit_prompt` with ``reserve`` = the
+longest name, so prompt + name fits ``max_length``). Drugs sharing a name share the score.
 
 Candidates are scored in batches of ``candidate_batch_size`` (sorted by token length, so little padding). With
 ``use_prompt_cache=True`` (default) the prompt runs once; its KV cache (a ``DynamicCache``, copied and repeated over

@@ -2,10 +2,10 @@
 classifier over the drug vocabulary (Liu et al. 2024, arXiv 2402.02803), so it can never name a drug that does not
 exist.
 
-Pipeline: the sample's prompt (:mod:`medrec_bench.llm.prompts`, fitted to ``max_length`` tokens by dropping the oldest history
-visits first), tokenized once per sample with the tokenizer's own special tokens, then an EOS token appended ->
-the backbone without LM head (:mod:`medrec_bench.llm.backbones`) -> the final-layer hidden state at that EOS token (the last
-real token, found from the attention mask, so left and right padding give the same result; position ids are
+Pipeline: the sample's prompt (:mod:`medrec_bench.llm.prompts`, fitted to ``max_length`` tokens by dropping the oldest
+history visits first), tokenized once per sample with the tokenizer's own special tokens, then an EOS token appended ->
+the backbone without LM head (:mod:`medrec_bench.llm.backbones`) -> the final-layer hidden state at that EOS token (the
+last real token, found from the attention mask, so left and right padding give the same result; position ids are
 computed from the mask too) -> a bias-free ``Linear(hidden, |M|)`` -> BCE with logits against the multi-hot target.
 
 Training reuses :class:`medrec_bench.models.TorchRecommender`'s loop (Adam, early stopping on validation PRAUC,

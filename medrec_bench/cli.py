@@ -11,7 +11,8 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from .data import DataError, PreprocessOptions, load_cohort
+from .data import SOURCES, DataError, PreprocessOptions, load_cohort
+from .data.synthetic import DEFAULT_FORMAT, DEFAULT_PATIENTS, DEFAULT_SEED, FORMATS, write_synthetic
 from .evaluate import AVERAGINGS, UNCERTAINTY_METHODS
 from .store import DEFAULT_DB_PATH
 
@@ -44,20 +45,27 @@ def _store_option(func):
 
 
 def _data_options(func):
-    """Options shared by every command that builds a cohort."""
+    """Options shared by every command that builds a cohort (source-specific ones default to None: not given)."""
+    pre = PreprocessOptions()
     opts = [
-        click.option("--data", "--source", "source", type=click.Choice(["synthetic", "mimic3", "mimic4"]),
-                     default="synthetic", show_default=True, help="Dataset source."),
+        click.option("--data", "--source", "source", type=click.Choice(SOURCES), default=SOURCES[0],
+                     show_default=True, help="Dataset source."),
         click.option("--path", type=click.Path(path_type=Path), help="MIMIC folder (mimic3: CSV folder; mimic4: hosp/)."),
-        click.option("--patients", type=int, default=None, help="Synthetic cohort size (default 2000)."),
-        click.option("--data-seed", type=int, default=0, show_default=True, help="Synthetic generator seed."),
-        click.option("--synthetic-format", type=click.Choice(["mimic3", "mimic4"]), default="mimic3",
-                     show_default=True, help="Raw-table shape the synthetic cohort is written in and read from."),
-        click.option("--min-visits", type=int, default=1, show_default=True, help="Keep patients with >= N visits."),
-        click.option("--top-k-diagnoses", type=int, default=2000, show_default=True, help="0 = keep all."),
-        click.option("--top-k-procedures", type=int, default=0, show_default=True, help="0 = keep all."),
-        click.option("--top-k-drugs", type=int, default=300, show_default=True, help="0 = keep all."),
-        click.option("--require-smiles/--no-require-smiles", default=True, show_default=True,
+        click.option("--patients", type=int, default=None,
+                     help=f"Synthetic cohort size (default {DEFAULT_PATIENTS})."),
+        click.option("--data-seed", type=int, default=None,
+                     help=f"Synthetic generator seed (default {DEFAULT_SEED})."),
+        click.option("--synthetic-format", type=click.Choice(FORMATS), default=None,
+                     help=f"Raw-table shape the synthetic cohort is written in and read from (default "
+                          f"{DEFAULT_FORMAT})."),
+        click.option("--min-visits", type=int, default=pre.min_visits, show_default=True,
+                     help="Keep patients with >= N visits."),
+        click.option("--top-k-diagnoses", type=int, default=pre.top_k_diagnoses or 0, show_default=True,
+                     help="0 = keep all."),
+        click.option("--top-k-procedures", type=int, default=pre.top_k_procedures or 0, show_default=True,
+                     help="0 = keep all."),
+        click.option("--top-k-drugs", type=int, default=pre.top_k_drugs or 0, show_default=True, help="0 = keep all."),
+        click.option("--require-smiles/--no-require-smiles", default=pre.require_smiles, show_default=True,
                      help="Keep only drugs with SMILES."),
         click.option("--cache", type=click.Path(path_type=Path), default=None,
                      help="Cache root (default $MEDREC_BENCH_CACHE or ~/.cache/medrec-bench)."),
@@ -70,14 +78,14 @@ def _data_options(func):
 
 def cohort_from_options(kw: dict[str, Any], progress: bool = True):
     """Build/load the cohort described by the shared data options (popping them from ``kw``)."""
-    options = PreprocessOptions(
-        min_visits=kw.pop("min_visits"),
-        top_k_diagnoses=kw.pop("top_k_diagnoses") or None,
-        top_k_procedures=kw.pop("top_k_procedures") or None,
-        top_k_drugs=kw.pop("top_k_drugs") or None,
-        require_smiles=kw.pop("require_smiles"),
-    )
     try:
+        options = PreprocessOptions(
+            min_visits=kw.pop("min_visits"),
+            top_k_diagnoses=kw.pop("top_k_diagnoses") or None,
+            top_k_procedures=kw.pop("top_k_procedures") or None,
+            top_k_drugs=kw.pop("top_k_drugs") or None,
+            require_smiles=kw.pop("require_smiles"),
+        )
         return load_cohort(kw.pop("source"), kw.pop("path"), options=options, patients=kw.pop("patients"),
                            seed=kw.pop("data_seed"), synthetic_format=kw.pop("synthetic_format"),
                            cache=kw.pop("cache"), rebuild=kw.pop("rebuild"),
@@ -132,17 +140,15 @@ def data_stats(fmt: str, **kw: Any) -> None:
 
 @data.command("synth")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the raw tables into.")
-@click.option("--patients", type=int, default=None, help="Number of patients (default 2000).")
-@click.option("--format", "fmt", type=click.Choice(["mimic3", "mimic4"]), default="mimic3", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--patients", type=click.IntRange(min=1), default=DEFAULT_PATIENTS, show_default=True,
+              help="Number of patients.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=DEFAULT_FORMAT, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True)
 @click.option("--compress", is_flag=True, help="Write .csv.gz files.")
-def data_synth(out: Path, patients: int | None, fmt: str, seed: int, compress: bool) -> None:
+def data_synth(out: Path, patients: int, fmt: str, seed: int, compress: bool) -> None:
     """Write synthetic raw tables in the MIMIC-III or MIMIC-IV shape."""
-    from .data.synthetic import DEFAULT_PATIENTS, write_synthetic
-
     try:
-        folder = write_synthetic(out, n_patients=patients or DEFAULT_PATIENTS, seed=seed, fmt=fmt,
-                                 compress=compress, progress=True)
+        folder = write_synthetic(out, n_patients=patients, seed=seed, fmt=fmt, compress=compress, progress=True)
     except ValueError as exc:
         raise _Error(str(exc)) from None
     click.echo(f"wrote {fmt} tables to {folder}")

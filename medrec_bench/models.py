@@ -198,8 +198,8 @@ class TorchRecommender(Recommender):
     Subclasses implement :meth:`build` (the module, from the context) and may override :meth:`make_batch`
     (default: :func:`collate_visits`) and :meth:`loss` (default: BCE with logits). Shared parameters:
     ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience`` (epochs without a better validation PRAUC,
-    or without a lower training loss when there is no validation set, before stopping; 0 disables early stopping), ``seed`` (None: the context's seed). Subclasses may set the
-    attributes ``accumulation_steps`` (optimizer step every k batches; effective batch = k x batch_size) and
+    or without a lower training loss when there is no validation set, before stopping; 0 disables early stopping),
+    ``seed`` (None: the context's seed). Subclasses may set the attributes ``accumulation_steps`` (optimizer step every k batches; effective batch = k x batch_size) and
     ``max_grad_norm`` (gradient clipping; None = off).
     """
 

@@ -24,6 +24,7 @@ from tabulate import tabulate
 
 from . import resources
 from .evaluate import paired_bootstrap_pvalue, per_patient_values
+from .extras import require_extra
 from .metrics import METRICS, multilabel_scores, per_sample_ddi, safe_div
 from .predictions import load_predictions
 from .store import ResultStore, canonical_json
@@ -33,7 +34,6 @@ LABELS = {"jaccard": "Jaccard", "prauc": "PRAUC", "f1": "F1", "precision": "Prec
           "ddi_rate": "DDI rate", "n_drugs": "#drugs", "ddi_rate_true": "DDI rate (truth)"}
 RECORD_KEYS = ("model", "data", "protocol", "group", "averaging", "metric", "mean", "ci_low", "ci_high", "n_seeds",
                "params_hash", "uncertainty")
-PANDAS_HINT = 'pandas is not installed; install the extra: pip install -e ".[pandas]"'
 
 
 # --- pooling runs over seeds -----------------------------------------------------------------------------------------
@@ -322,10 +322,7 @@ class Results:
 
     def to_pandas(self) -> Any:
         """A tidy ``pandas.DataFrame``: one row per record, the columns :data:`RECORD_KEYS`. Needs pandas."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError(PANDAS_HINT) from None
+        pd = require_extra("pandas", "pandas", "results(...).to_pandas()")
         return pd.DataFrame.from_records(self.records, columns=list(RECORD_KEYS))
 
 

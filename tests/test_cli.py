@@ -59,7 +59,9 @@ def test_run_leaderboard_show_rescore(cli, tmp_path):
     assert {r["n_seeds"] for r in records if r["group"] == "overall"} == {2}
     assert {r["uncertainty"] for r in records} == {"bootstrap"}
     board = cli("leaderboard", "--store", store).output
-    assert "## mimic3 / last_visit / overall / sample averaging (up to 2 seed(s); mean over seeds ± half" in board
+    heading = (r"## mimic3-[0-9a-f]{8} / last_visit / overall / sample averaging \(up to 2 seed\(s\); "
+               r"mean over seeds ± half")
+    assert re.search(heading, board)  # the cohort's name: source + fingerprint
     assert cli("leaderboard", "--store", store, "--format", "csv").output.startswith("model,")
     assert "jaccard" in cli("show", "1", "--store", store).output
     shown = cli("show", "3", "--store", store).output  # logistic, seed 0

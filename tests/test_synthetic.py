@@ -106,6 +106,15 @@ def test_catalogue_codes_are_real():
     assert 30 <= sum(c.kind != "secondary" for c in CONDITIONS)
 
 
+def test_catalogue_is_read_from_its_data_file():
+    kinds = [c.kind for c in CONDITIONS]
+    assert (kinds.count("chronic"), kinds.count("principal"), kinds.count("secondary")) == (34, 30, 22)
+    assert kinds == sorted(kinds, key=("chronic", "principal", "secondary").index)  # decided in this order
+    cabg = next(c for c in CONDITIONS if c.name == "cabg")
+    assert cabg.label == "CORONARY ARTERY DISEASE\\CORONARY ARTERY BYPASS GRAFT /SDA" and cabg.elective == 0.85
+    assert cabg.dx[0] == ("41401", 1.0) and isinstance(cabg.male, float)
+
+
 def test_tiny_cohort(tmp_path):
     folder = write_synthetic(tmp_path, 1, seed=7)
     assert read(folder, "PATIENTS").height == 1
@@ -137,6 +146,57 @@ def test_compressed_equals_plain(tmp_path):
     for name in MIMIC3_COLUMNS:
         assert gzip.decompress((packed / f"{name}.csv.gz").read_bytes()) == (plain / f"{name}.csv").read_bytes()
     assert not list(packed.glob("*.csv"))
+
+
+# sha256 of each written table (decompressed for .gz, whose bytes depend on the zlib build), recorded with the
+# generator before it was split into a package: the same seed must keep giving the same raw tables
+GOLDEN_TABLES = {
+    (300, 0, "mimic3", False): {
+        "ADMISSIONS.csv": "08992206d431c930cfd93bbedde5fcd9262e88e6e7728737da785e391cebf542",
+        "DIAGNOSES_ICD.csv": "effb7f3df1933317a65c26e87e42a5be8630f987d07e25ce282d5181cf4e2e97",
+        "D_ICD_DIAGNOSES.csv": "b1f00764b2575af64b79f0646cd340f72bd9c6135650b1394f9ca60e64032771",
+        "D_ICD_PROCEDURES.csv": "7d8da9080623701635a88f6e4856a7381ec9bbee09848980ac293694b6291a4a",
+        "PATIENTS.csv": "180c11c0a828e6901d9307afbd4455bf5d6502fdb8c07d489ba7bf5d0cd964e8",
+        "PRESCRIPTIONS.csv": "887f4733e29e07e8866409adf21efaa307affa0012ec6876fc0cb0324d3c76f0",
+        "PROCEDURES_ICD.csv": "0b21eab2df59d3008374c87dd4a049eb75a19a4ab8dd27d1cfadf7488a73e556",
+    },
+    (120, 7, "mimic4", False): {
+        "hosp/admissions.csv": "f5e2d0a6013855afdb8a42365e3b6498aa9b5eb40bb45cbd6a99a7ba1dad5796",
+        "hosp/d_icd_diagnoses.csv": "8593780d1192d90151e4b8d38487a6e0ad29d69dc26672c7135bfa3c7b4e412e",
+        "hosp/d_icd_procedures.csv": "26683a361d8c85a9cb58d08af99e4390841b1e6f7a2505d88a7cac2e8a43e8a6",
+        "hosp/diagnoses_icd.csv": "8cd05eae4b7ee90d6c8654e3bb8f660b81505ac722e6887c363793b22bb311f0",
+        "hosp/patients.csv": "6ac1308d2062a879ca86e02b2cf4e71bb694fa6b8cd61bff97db62ffb3c4aaa9",
+        "hosp/prescriptions.csv": "88af596eac971a47f5cdc21d1efe02ce204fe24caa734c995eb95d46340896ce",
+        "hosp/procedures_icd.csv": "858c627cd218db3fd53f5a0cc0f4ee11b248601183dcddd6c44b8e63014191d3",
+    },
+    (120, 7, "mimic3", True): {
+        "ADMISSIONS.csv.gz": "8e2db3dc1ac2dabaa6dbb189c103f4fd739e6cccd0d651b5d81c6cec60187cdb",
+        "DIAGNOSES_ICD.csv.gz": "9603a82da05fc0c30f6e1252a7e81578130cf1d764f576e63a6729ddf19a1882",
+        "D_ICD_DIAGNOSES.csv.gz": "a5b005089df6a2903960fcda15a579bdfd1cc62c1e399b5499e9c5b5d6b86fa1",
+        "D_ICD_PROCEDURES.csv.gz": "0c4fb1c931afac1cc6a9c882719c77107cb923e787242385c70dd7fb6f49636d",
+        "PATIENTS.csv.gz": "7cc7fe378dabf592dc902abe51d47d673e757d9e6a476338809c39de9e562dc5",
+        "PRESCRIPTIONS.csv.gz": "260a50b67be5cb1c28e5a08cf5faaa5441ef64fe2cecfdd458bf6d9c362bf0c7",
+        "PROCEDURES_ICD.csv.gz": "c9f9ea11fc2ee86f7b65c778acbc0677a66379b567cb97400ed8b08bc56b9be8",
+    },
+    (300, 0, "mimic4", True): {
+        "hosp/admissions.csv.gz": "2b77825491c288642bba06b4c5d71ae1844574e39221a7e543cc386b92da64c3",
+        "hosp/d_icd_diagnoses.csv.gz": "54e9b96b4c3d395717987acd7de847bb608451d4475f9b2419ccccd295cdbcc2",
+        "hosp/d_icd_procedures.csv.gz": "e0a9a53d1dcc35dded2aea3d65a08ff0fece0aaaeb66c14407b3e8202aa62f78",
+        "hosp/diagnoses_icd.csv.gz": "9f2b5b24b4df3801e66b39ae67c9a726ae46bd52ecfd9042aa6e27737274091c",
+        "hosp/patients.csv.gz": "ce385d72c3faed62c6bebca11a51cbb30f982bcada428b9f3e58d86605c5c044",
+        "hosp/prescriptions.csv.gz": "12ff4a7d1e38ab6106ce29e45ff7456474fb203e88f544e550dfea233e8df9d1",
+        "hosp/procedures_icd.csv.gz": "fde8ab75d9ce4c0d462507e8083d74fe7c8c4d0ce6beda402268d5c359e2465e",
+    },
+}
+
+
+@pytest.mark.parametrize("n_patients, seed, fmt, compress", list(GOLDEN_TABLES))
+def test_tables_match_recorded_hashes(tmp_path, n_patients, seed, fmt, compress):
+    folder = write_synthetic(tmp_path, n_patients, seed=seed, fmt=fmt, compress=compress)
+    got = {p.relative_to(folder).as_posix(): hashlib.sha256(gzip.decompress(p.read_bytes()) if compress
+                                                            else p.read_bytes()).hexdigest()
+           for p in sorted(folder.rglob("*.csv*"))}
+    assert got == GOLDEN_TABLES[n_patients, seed, fmt, compress]
 
 
 # ---- shape ------------------------------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 The built cohort is cached under ``<cache>/cohorts/<source>-<fingerprint>`` (the fingerprint covers the input files'
 names/sizes/mtimes or the synthetic generator's arguments, the options, the recipe version and the vendored tables),
-so a second build with the same inputs is a parquet read.
+so a second build with the same inputs is a parquet read. Its name (:func:`cohort_name`, the leaderboard heading)
+says the source and what distinguishes it: ``synthetic-2000``, ``synthetic-500-seed3``, ``mimic3-1a2b3c4d``.
 """
 
 from __future__ import annotations
 
 import tempfile
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,9 +23,12 @@ from .mimic3 import load_mimic3
 from .mimic4 import hosp_folder, load_mimic4
 from .preprocess import RECIPE_VERSION, PreprocessOptions, build_visits
 from .raw import RawTables
+from .synthetic import DEFAULT_FORMAT, DEFAULT_PATIENTS, DEFAULT_SEED, FORMATS, write_synthetic
 
 SOURCES = ("synthetic", "mimic3", "mimic4")
 SYNTHETIC_VERSION = 1
+#: load_cohort arguments that only the synthetic source takes, with their CLI options
+SYNTHETIC_ONLY = {"patients": "--patients", "seed": "--data-seed", "synthetic_format": "--synthetic-format"}
 
 
 def _loader(source: str):
@@ -44,6 +49,49 @@ def cohort_fingerprint(source: str, path: Path | None, options: PreprocessOption
     return fingerprint(payload)
 
 
+def cohort_name(source: str, fp: str, options: PreprocessOptions, synthetic: dict[str, Any]) -> str:
+    """The cohort's name: its source plus what distinguishes it from other cohorts of that source.
+
+    Synthetic: ``synthetic-<patients>``, then ``-seed<seed>`` / ``-<format>`` where those differ from the defaults
+    and ``-<fingerprint[:8]>`` where the preprocessing options do. MIMIC: ``<source>-<fingerprint[:8]>`` (the
+    fingerprint covers the input files and the options).
+    """
+    if source != "synthetic":
+        return f"{source}-{fp[:8]}"
+    name = f"synthetic-{synthetic['patients']}"
+    if synthetic["seed"] != DEFAULT_SEED:
+        name += f"-seed{synthetic['seed']}"
+    if synthetic["format"] != DEFAULT_FORMAT:
+        name += f"-{synthetic['format']}"
+    if options != PreprocessOptions():
+        name += f"-{fp[:8]}"
+    return name
+
+
+def _synthetic_arguments(source: str, path: str | Path | None, patients: int | None, seed: int | None,
+                         synthetic_format: str | None) -> dict[str, Any]:
+    """Check the source-specific arguments (None = not given); the synthetic generator's, defaults filled in."""
+    given = {"patients": patients, "seed": seed, "synthetic_format": synthetic_format}
+    if source != "synthetic":
+        for arg, value in given.items():
+            if value is not None:
+                raise DataError(f"{SYNTHETIC_ONLY[arg]} ({arg}=) is only for --data synthetic, not {source}")
+        return {}
+    if path is not None:
+        raise DataError("--path (path=) is only for --data mimic3 / mimic4; the synthetic source generates its tables")
+    patients = DEFAULT_PATIENTS if patients is None else patients
+    seed = DEFAULT_SEED if seed is None else seed
+    synthetic_format = DEFAULT_FORMAT if synthetic_format is None else synthetic_format
+    if isinstance(patients, bool) or not isinstance(patients, Integral) or patients < 1:
+        raise DataError(f"--patients (patients=) must be an integer >= 1, got {patients!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise DataError(f"--data-seed (seed=) must be a non-negative integer, got {seed!r}")
+    if synthetic_format not in FORMATS:
+        raise DataError(f"--synthetic-format (synthetic_format=) must be one of {', '.join(FORMATS)}, "
+                        f"got {synthetic_format!r}")
+    return {"patients": int(patients), "seed": int(seed), "format": synthetic_format}
+
+
 def build_from_raw(raw: RawTables, name: str, fp: str, options: PreprocessOptions) -> Cohort:
     visits, vocab, stats = build_visits(raw, options)
     meta = {"source": raw.source, "options": options.to_dict(), **stats}
@@ -56,16 +104,17 @@ def load_cohort(
     *,
     options: PreprocessOptions | dict[str, Any] | None = None,
     patients: int | None = None,
-    seed: int = 0,
-    synthetic_format: Literal["mimic3", "mimic4"] = "mimic3",
+    seed: int | None = None,
+    synthetic_format: Literal["mimic3", "mimic4"] | None = None,
     cache: str | Path | None = None,
     rebuild: bool = False,
     progress: bool = False,
 ) -> Cohort:
     """Build (or read from the cache) the cohort of ``source``.
 
-    ``path``: the MIMIC-III folder / MIMIC-IV ``hosp`` folder (or its parent); unused for ``synthetic``.
-    ``patients``, ``seed``, ``synthetic_format``: the synthetic generator's size, seed and raw-table shape.
+    ``path``: the MIMIC-III folder / MIMIC-IV ``hosp`` folder (or its parent); an error for ``synthetic``.
+    ``patients``, ``seed``, ``synthetic_format``: the synthetic generator's size, seed and raw-table shape (None:
+    the defaults, 2000 patients, seed 0, ``mimic3``); an error for the MIMIC sources, which they would not change.
     ``cache``: cache root (default ``$MEDREC_BENCH_CACHE`` or ``~/.cache/medrec-bench``); ``rebuild`` ignores it.
     """
     if source not in SOURCES:
@@ -75,36 +124,31 @@ def load_cohort(
     options = options or PreprocessOptions()
     if source != "synthetic" and path is None:
         raise DataError(f"--path is required for source {source!r} (the folder of its CSV tables)")
+    synthetic = _synthetic_arguments(source, path, patients, seed, synthetic_format)
     folder = Path(path).expanduser() if path is not None else None
-    synthetic: dict[str, Any] = {}
-    if source == "synthetic":
-        from .synthetic import DEFAULT_PATIENTS
-
-        synthetic = {"patients": patients or DEFAULT_PATIENTS, "seed": seed, "format": synthetic_format}
     fp = cohort_fingerprint(source, folder, options, synthetic)
+    name = cohort_name(source, fp, options, synthetic)
     target = Path(cache or default_cache_dir()) / "cohorts" / f"{source}-{fp[:16]}"
     if (target / META_FILE).exists() and not rebuild:
-        return Cohort.load(target)
+        return _named(Cohort.load(target), name)
 
     bar = tqdm(total=3, desc=f"building {source} cohort", disable=not progress, unit="step")
 
     def write(tmp: Path) -> None:
         if source == "synthetic":
-            from .synthetic import write_synthetic
-
             with tempfile.TemporaryDirectory(prefix="medrec-synth-") as raw_dir:
                 bar.set_postfix_str("generating raw tables")
-                written = write_synthetic(raw_dir, n_patients=synthetic["patients"], seed=seed,
-                                          fmt=synthetic_format, progress=progress)
+                written = write_synthetic(raw_dir, n_patients=synthetic["patients"], seed=synthetic["seed"],
+                                          fmt=synthetic["format"], progress=progress)
                 bar.update()
-                raw = _loader(synthetic_format)(written)
+                raw = _loader(synthetic["format"])(written)
         else:
             bar.set_postfix_str("reading tables")
             raw = _loader(source)(folder)
             bar.update()
         raw.source = source
         bar.set_postfix_str("preprocessing")
-        cohort = build_from_raw(raw, source, fp, options)
+        cohort = build_from_raw(raw, name, fp, options)
         bar.update()
         bar.set_postfix_str("saving")
         cohort.save(tmp)
@@ -118,4 +162,10 @@ def load_cohort(
         atomic_folder(target, write)
     finally:
         bar.close()
-    return Cohort.load(target)
+    return _named(Cohort.load(target), name)
+
+
+def _named(cohort: Cohort, name: str) -> Cohort:
+    """A cached cohort under its current name (caches written before cohort names named only the source)."""
+    cohort.name = name
+    return cohort

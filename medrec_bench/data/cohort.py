@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from .. import resources
+from ..extras import require_extra
 from .schema import Patient, Visit, Vocabularies
 
 VISITS_FILE = "visits.parquet"
@@ -67,6 +68,14 @@ class Cohort:
         if current_id is not None:
             out.append(Patient(current_id, tuple(current)))
         return tuple(out)
+
+    def to_pandas(self) -> Any:
+        """The visits frame as a pandas DataFrame (one row per visit, code lists as arrays of vocabulary indices).
+
+        Needs the optional ``pandas`` extra (``pip install -e ".[pandas]"``).
+        """
+        require_extra("pandas", "pandas", "Cohort.to_pandas()")
+        return self.visits.to_pandas()
 
     def ddi_pairs_rate(self) -> float:
         """Ground-truth DDI rate: interacting drug pairs / all drug pairs (i < j) within visits, pooled."""
