@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,7 +43,8 @@ from tqdm.auto import tqdm
 
 from medrec_bench.llm.backbones import Backbone, load_backbone
 from medrec_bench.llm.calls import call_lm, greedy_decode, input_device
-from medrec_bench.llm.lora import LORA_TARGETS, AdapterLM, PromptLoRATraining, apply_lora, check_effective_batch_size
+from medrec_bench.llm.lora import LORA_TARGETS, AdapterLM, PromptLoRATraining, check_effective_batch_size
+from medrec_bench.llm.prefix_cache import PREFIX_DTYPES, PrefixStates, check_lora_layers, top_lora
 from medrec_bench.llm.prompts import answer_text, drug_names
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
@@ -61,14 +63,17 @@ NOT_GENERATED_SCALE = 0.49
 @dataclass
 class AnswerBatch:
     """Prompt + answer sequences: ``input_ids`` / ``attention_mask`` long [B, P + A] (prompts left-padded to P,
-    answers right-padded to A), ``labels`` long [B, A] (answer token ids, -100 on padding)."""
+    answers right-padded to A), ``labels`` long [B, A] (answer token ids, -100 on padding); with top-k LoRA also
+    ``prefix`` float [B, P + A, hidden], the cached states entering the first adapted block (zeros on padding)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
+    prefix: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "AnswerBatch":
-        return AnswerBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        return AnswerBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
+                           None if self.prefix is None else self.prefix.to(device))
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -106,7 +111,7 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
                  max_new_tokens: int = 256, match_threshold: float = 0.8, answer_order: str = "frequency",
                  epochs: int = 3, batch_size: int = 4, effective_batch_size: int = 16, eval_batch_size: int = 16,
                  val_samples: int = 64, lr: float = 2e-4, weight_decay: float = 0.0, patience: int = 1,
-                 seed: int | None = None) -> None:
+                 lora_layers: int | str = "all", prefix_dtype: str = "backbone", seed: int | None = None) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
                          seed=seed)
         if answer_order not in ANSWER_ORDERS:
@@ -130,6 +135,11 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
         self.effective_batch_size = check_effective_batch_size(effective_batch_size, batch_size)
         self.eval_batch_size = eval_batch_size
         self.val_samples = val_samples
+        self.lora_layers = check_lora_layers(lora_layers)
+        if prefix_dtype not in PREFIX_DTYPES:
+            raise ValueError(f"prefix_dtype must be one of {PREFIX_DTYPES}, not {prefix_dtype!r}")
+        self.prefix_dtype = prefix_dtype
+        self._prefix: PrefixStates | None = None
         self.frequencies: np.ndarray | None = None
         self.last_oov_rate: float = float("nan")
         self.last_generations: list[str] = []
@@ -147,9 +157,25 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
         self._prompts = PromptTokens(self._backbone.tokenizer, ctx.vocab, self.prompt_config,
                                      reserve=self.max_new_tokens)
         self._answers, self._matcher = {}, None
-        peft_model = apply_lora(self._backbone.model, r=self.lora_r, alpha=self.lora_alpha,
-                                dropout=self.lora_dropout, targets=self.lora_targets)
-        return AdapterLM(peft_model)
+        lora = top_lora(self._backbone, self.lora_layers, dtype=self.dtype, r=self.lora_r, alpha=self.lora_alpha,
+                        dropout=self.lora_dropout, targets=self.lora_targets)
+        self._prefix = None
+        if lora.split is not None:  # teacher-forced training sequences are fixed: cache their frozen prefix
+            folder = Path(ctx.work_dir) / "llm_generative_prefix" if ctx.work_dir is not None else None
+            self._prefix = PrefixStates(
+                lora.split, self.sequence_ids, folder=folder, pad_id=self._backbone.tokenizer.pad_token_id,
+                prefix_dtype=self.prefix_dtype, batch_size=self.eval_batch_size, progress=ctx.progress,
+                fingerprint={"backbone": lora.backbone_key, "prompt": self.prompt_config.__dict__})
+        return AdapterLM(lora.model)
+
+    def sequence_ids(self, sample: Sample) -> list[int]:
+        """The teacher-forced training sequence: prompt ids then answer ids."""
+        return self.prompt_ids(sample) + self.answer_ids(sample)
+
+    def before_training(self, train: Sequence[Sample], val: Sequence[Sample]) -> None:
+        """Top-k LoRA: the frozen prefix states of every training sequence, computed once (validation decodes)."""
+        if self._prefix is not None:
+            self._prefix.ensure(train, "llm_generative prefix pass")
 
     @property
     def matcher(self) -> DrugNameMatcher:
@@ -204,7 +230,13 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
             ids[row, p_len:p_len + len(a)] = torch.as_tensor(a, dtype=torch.long)
             mask[row, p_len - len(p):p_len + len(a)] = 1
             labels[row, :len(a)] = torch.as_tensor(a, dtype=torch.long)
-        return AnswerBatch(ids, mask, labels)
+        prefix = None
+        if self._prefix is not None:
+            rows = self._prefix.rows(samples)
+            prefix = torch.zeros((len(samples), p_len + a_len, rows[0].shape[1]), dtype=torch.float32)
+            for row, (p, a, states) in enumerate(zip(prompts, answers, rows)):
+                prefix[row, p_len - len(p):p_len + len(a)] = torch.from_numpy(np.asarray(states, dtype=np.float32))
+        return AnswerBatch(ids, mask, labels, prefix)
 
     def _to_device(self, batch: Any) -> Any:
         if isinstance(self.module, AdapterLM):
@@ -216,6 +248,11 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
         """Logits float [B, A, vocab] predicting each answer position (only these are computed)."""
         assert isinstance(self.module, AdapterLM)
         a_len = batch.labels.shape[1]
+        if batch.prefix is not None:  # top-k LoRA: only the adapted blocks, the final norm and the LM head run
+            assert self._prefix is not None
+            split = self._prefix.split
+            hidden = split.forward_top(batch.prefix.to(next(split.top.parameters()).dtype), batch.attention_mask)
+            return self.module.lm.lm_head(hidden[:, -(a_len + 1):-1])
         positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = call_lm(self.module.lm, batch.input_ids, batch.attention_mask, position_ids=positions,
                       last_logits=a_len + 1)

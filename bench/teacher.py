@@ -3,8 +3,9 @@
 Usage: ``python bench/teacher.py [--backbone smollm2-135m] [--arms float32:all,float32:2] [--steps 10]
 [--batch-size 4] [--infer 32] [--eval-batch-size 8] [--max-length 2048] [--threads N] [--device cpu]``
 
-An arm is ``DTYPE:LORA_LAYERS`` (``all`` = LoRA on every block, the paper; an int k = the top k blocks, with the
-frozen prefix computed once and cached in memory). Data: the default synthetic cohort, protocol ``last_visit``;
+An arm is ``DTYPE:LORA_LAYERS[:PREFIX_DTYPE]`` (``all`` = LoRA on every block, the paper; an int k = the top k
+blocks, with the frozen prefix computed once and cached in memory, in the backbone's dtype or, with ``int8``, through
+dynamically quantised Linear layers; for int8 arms the states' relative error against the fp32 prefix is printed). Data: the default synthetic cohort, protocol ``last_visit``;
 training batches are drawn from the train split in a fixed order, inference runs on the first ``--infer`` test
 samples. For each arm the teacher's module is built, top-k arms then run the one-time prefix pass over every timed
 prompt (timed separately: prompts/s and achieved GFLOP/s = 2 x bottom-block parameters x tokens, as a fraction of a
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 
 from leader.teacher import LeaderTeacher  # noqa: E402
 from medrec_bench.data import load_cohort  # noqa: E402
+from medrec_bench.llm.batches import pad_tokens  # noqa: E402
 from medrec_bench.models import Context, seed_everything  # noqa: E402
 from medrec_bench.tasks import make_splits  # noqa: E402
 from medrec_bench.tasks.batching import targets_matrix  # noqa: E402
@@ -55,11 +57,13 @@ def _timed(fn) -> float:
 def bench_arm(arm: str, args: argparse.Namespace, ctx: Context, train: list, test: list,
               peak: float) -> dict[str, object]:
     """Train/inference throughput of one ``DTYPE:LORA_LAYERS`` arm."""
-    dtype, _, layers = arm.partition(":")
+    dtype, _, rest = arm.partition(":")
+    layers, _, prefix_dtype = rest.partition(":")
     seed_everything(0)
     model = LeaderTeacher(backbone=args.backbone, dtype=dtype, batch_size=args.batch_size,
                           effective_batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-                          max_length=args.max_length, lora_layers=int(layers) if layers.isdigit() else "all")
+                          max_length=args.max_length, lora_layers=int(layers) if layers.isdigit() else "all",
+                          prefix_dtype=prefix_dtype or "backbone")
     model.ctx = ctx
     t0 = time.perf_counter()
     model.module = model.build(ctx).to(ctx.device)
@@ -77,6 +81,13 @@ def bench_arm(arm: str, args: argparse.Namespace, ctx: Context, train: list, tes
         gflops = 2 * bottom * n_tokens / seconds / 1e9
         prefix = {"prefix prompts/s": len(timed) / seconds, "prefix GFLOP/s": gflops,
                   "prefix / matmul peak": gflops / peak}
+        if model.prefix_dtype == "int8":
+            batch = pad_tokens([model.token_ids(s) for s in test], model._backbone.tokenizer.pad_token_id)
+            with torch.inference_mode():
+                exact = split.prefix(batch)
+            stored = model._prefix.batch(test)
+            real = batch.attention_mask.bool()
+            prefix["int8 state rel. error"] = float((stored.hidden[real] - exact[real]).norm() / exact[real].norm())
     model.module.train()
     losses = []
 
@@ -109,7 +120,8 @@ def bench_arm(arm: str, args: argparse.Namespace, ctx: Context, train: list, tes
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--arms", default="float32:all,float32:2", help="comma-separated DTYPE:LORA_LAYERS")
+    parser.add_argument("--arms", default="float32:all,float32:2",
+                        help="comma-separated DTYPE:LORA_LAYERS[:PREFIX_DTYPE]")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--infer", type=int, default=32)

@@ -46,12 +46,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medrec_bench.llm.backbones import Backbone, backbone_fingerprint, load_backbone
+from medrec_bench.llm.backbones import Backbone, load_backbone
 from medrec_bench.llm.batches import PADDING_SIDES, TokenBatch, TrainableStateModule, pad_tokens
 from medrec_bench.llm.features import FeatureCache
-from medrec_bench.llm.lora import LORA_TARGETS, PromptLoRATraining, apply_lora, check_effective_batch_size
-from medrec_bench.llm.prefix_cache import PREFIX_DTYPES, DecoderSplit, PrefixBatch, PrefixStates, decoder_of, \
-    mask_positions
+from medrec_bench.llm.lora import LORA_TARGETS, PromptLoRATraining, check_effective_batch_size
+from medrec_bench.llm.prefix_cache import (PREFIX_DTYPES, DecoderSplit, PrefixBatch, PrefixStates, check_lora_layers,
+                                           mask_positions, top_lora)
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.tasks.batching import length_bucketed_order, padding_fraction, targets_matrix
@@ -156,9 +156,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         self.eval_batch_size = eval_batch_size
         self.padding_side = padding_side
         self.gradient_checkpointing = gradient_checkpointing
-        if not (lora_layers == "all" or (isinstance(lora_layers, int) and not isinstance(lora_layers, bool)
-                                         and lora_layers >= 1)):
-            raise ValueError(f"lora_layers must be 'all' or a number of top blocks >= 1, not {lora_layers!r}")
+        check_lora_layers(lora_layers)
         if prefix_dtype not in PREFIX_DTYPES:
             raise ValueError(f"prefix_dtype must be one of {PREFIX_DTYPES}, not {prefix_dtype!r}")
         self.lora_layers = lora_layers
@@ -180,22 +178,18 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
                                     append_eos=True)
         self._fingerprint = None
         self._features = None
-        n_layers = len(decoder_of(self._backbone.model).layers)
-        k = n_layers if self.lora_layers == "all" else int(self.lora_layers)
-        if k > n_layers:
-            raise ValueError(f"lora_layers {k} > the backbone's {n_layers} blocks")
-        prefix_key = backbone_fingerprint(self._backbone, dtype=self.dtype) if k < n_layers else ""
-        peft_model = apply_lora(self._backbone.model, r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
-                                targets=self.lora_targets, gradient_checkpointing=self.gradient_checkpointing,
-                                layers=None if k == n_layers else range(n_layers - k, n_layers))
-        split = DecoderSplit(decoder_of(peft_model), k) if k < n_layers else None
+        lora = top_lora(self._backbone, self.lora_layers, dtype=self.dtype, r=self.lora_r, alpha=self.lora_alpha,
+                        dropout=self.lora_dropout, targets=self.lora_targets,
+                        gradient_checkpointing=self.gradient_checkpointing)
+        peft_model, split = lora.model, lora.split
         self._prefix = None
         if split is not None:
             folder = Path(ctx.work_dir) / "leader_t_prefix" if ctx.work_dir is not None else None
             self._prefix = PrefixStates(
                 split, self.token_ids, folder=folder, pad_id=self._backbone.tokenizer.pad_token_id,
                 padding_side=self.padding_side, prefix_dtype=self.prefix_dtype, batch_size=self.eval_batch_size,
-                progress=ctx.progress, fingerprint={"backbone": prefix_key, "prompt": self.prompt_config.__dict__})
+                progress=ctx.progress, fingerprint={"backbone": lora.backbone_key,
+                                                    "prompt": self.prompt_config.__dict__})
         net = TeacherNet(peft_model, self._backbone.hidden_size, ctx.n_drugs, split)
         if ctx.device == "auto":
             net.head.to(net.input_device)

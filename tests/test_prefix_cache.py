@@ -4,6 +4,8 @@ saves, loads and predicts the same."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -72,7 +74,7 @@ def test_a_truncated_prompt_is_cached_as_truncated(demo_cohort, samples, tmp_pat
     batch = model.make_batch([long], model.ctx)
     assert batch.hidden.shape[1] == n and int(batch.attention_mask.sum()) == n
     assert model._prefix.computed == 1 and len(model._prefix.store) == 1
-    model.make_batch([long], model.ctx)
+    model._prefix.ensure([long])  # a phase's lookup finds it stored
     assert model._prefix.computed == 1 and model._prefix.cached == 1
 
 
@@ -108,3 +110,30 @@ def test_teacher_fitted_through_the_cache_saves_loads_and_predicts_the_same(demo
     assert diag["prefix_computed"] == len(train) + len(val) + len(test) and diag["prefix_cached"] > 0
     assert diag["feature_cache_hits"] == 5 and diag["features_computed"] == 5
     assert 0.0 <= diag["padding_fraction"] < 0.5
+
+
+def test_llm_generative_trains_through_the_prefix_cache(demo_cohort, samples, tmp_path):
+    """llm_generative with LoRA on the top block: the teacher-forced answer logits from cached prefix states equal the
+    full model's at initialisation, and a fit reads every training sequence from the cache."""
+    from baselines.llm_generative import LLMGenerative
+    from medrec_bench.tasks import targets_matrix
+
+    ctx = Context.from_cohort(demo_cohort, seed=0, work_dir=tmp_path / "work")
+    model = LLMGenerative(backbone="tiny-llama", lora_layers=1, max_length=128, max_new_tokens=24, epochs=1,
+                          val_samples=0, batch_size=4, effective_batch_size=4)
+    model.frequencies = targets_matrix(samples, ctx.n_drugs).float().mean(0).numpy()
+    model.ctx = ctx
+    model.module = model.build(ctx)
+    model.module.eval()
+    batch = model.make_batch(samples[:6], ctx)
+    assert batch.prefix is not None
+    with torch.no_grad():
+        cached = model.answer_logits(batch)
+        full = model.answer_logits(dataclasses.replace(batch, prefix=None))
+    assert float((cached - full).abs().max()) <= 1e-2 * float(full.abs().max())  # float16 states
+    fitted = LLMGenerative(backbone="tiny-llama", lora_layers=1, max_length=128, max_new_tokens=24, epochs=1,
+                           val_samples=0, batch_size=4, effective_batch_size=4).fit(samples, [], ctx)
+    # the first model cached 6 sequences in the same work folder: the fit computes only the other 6
+    assert (fitted._prefix.computed, fitted._prefix.cached) == (len(samples) - 6, 6) and fitted.epochs_run == 1
+    probs = fitted.predict_proba(samples[:3])
+    assert probs.shape == (3, ctx.n_drugs) and np.isfinite(probs).all()

@@ -30,11 +30,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .backbones import Backbone, backbone_fingerprint
 from .batches import PADDING_SIDES, TokenBatch, pad_tokens
 from .calls import base_model
 from .features import ArrayStore, sample_key
+from .lora import apply_lora
 
-__all__ = ["PREFIX_DTYPES", "DecoderSplit", "PrefixBatch", "PrefixStates", "decoder_of", "mask_positions"]
+__all__ = ["PREFIX_DTYPES", "DecoderSplit", "PrefixBatch", "PrefixStates", "TopLoRA", "check_lora_layers",
+           "decoder_of", "mask_positions", "top_lora"]
 
 #: how the frozen prefix is computed: in the backbone's own dtype, or with int8 dynamically quantised Linear layers
 PREFIX_DTYPES = ("backbone", "int8")
@@ -107,6 +110,36 @@ class DecoderSplit:
         return quantize_dynamic(copy.deepcopy(self.bottom).float().eval(), {nn.Linear}, dtype=torch.qint8)
 
 
+def check_lora_layers(lora_layers: int | str) -> int | str:
+    """``lora_layers`` if it is ``"all"`` or a number of top blocks >= 1, else a ValueError naming it."""
+    if lora_layers == "all" or (isinstance(lora_layers, int) and not isinstance(lora_layers, bool) and lora_layers >= 1):
+        return lora_layers
+    raise ValueError(f"lora_layers must be 'all' or a number of top blocks >= 1, not {lora_layers!r}")
+
+
+@dataclass
+class TopLoRA:
+    """A backbone with LoRA on its top ``k`` blocks: ``model`` (the peft model), ``split`` (None when ``k`` covers
+    every block: nothing to cache) and ``backbone_key`` (the frozen backbone's fingerprint, taken before the adapters
+    were added; "" without a split)."""
+
+    model: nn.Module
+    split: DecoderSplit | None
+    backbone_key: str
+
+
+def top_lora(backbone: Backbone, lora_layers: int | str, *, dtype: str, **lora: Any) -> TopLoRA:
+    """Add LoRA adapters (``lora``: :func:`~medrec_bench.llm.lora.apply_lora`'s keywords) on the top ``lora_layers``
+    blocks of ``backbone.model`` (``"all"``: every block, the paper's setting) and cut it for a prefix cache."""
+    n_layers = len(decoder_of(backbone.model).layers)
+    k = n_layers if check_lora_layers(lora_layers) == "all" else int(lora_layers)
+    if k > n_layers:
+        raise ValueError(f"lora_layers {k} > the backbone's {n_layers} blocks")
+    key = backbone_fingerprint(backbone, dtype=dtype) if k < n_layers else ""
+    model = apply_lora(backbone.model, layers=None if k == n_layers else range(n_layers - k, n_layers), **lora)
+    return TopLoRA(model, DecoderSplit(decoder_of(model), k) if k < n_layers else None, key)
+
+
 @dataclass
 class PrefixBatch:
     """Padded prefix states: ``hidden`` float [B, T, hidden] (zeros on padding), ``attention_mask`` long [B, T]."""
@@ -133,7 +166,8 @@ class PrefixStates:
     ``token_ids(sample) -> list[int]`` gives a sample's prompt; ``fingerprint`` (a dict: backbone fingerprint, prompt
     settings, ...) keys the folder together with ``k`` and ``prefix_dtype``. ``batch_size`` prompts per bottom
     forward; ``pad_id`` and ``padding_side`` as the model pads. ``cached`` / ``computed`` count prompts found in the
-    store and prompts computed, over the object's life.
+    store by each :meth:`ensure` (one per phase: training, prediction, features) and prompts computed, over the
+    object's life.
     """
 
     def __init__(self, split: DecoderSplit, token_ids: Callable[[Any], list[int]], *, fingerprint: dict[str, Any],
@@ -168,8 +202,9 @@ class PrefixStates:
             self._int8 = self.split.int8_bottom()
         return self._int8
 
-    def ensure(self, samples: Sequence[Any], desc: str = "prefix pass") -> None:
-        """Compute and store the prefix states of the samples not stored yet (length-sorted batches, a bar)."""
+    def ensure(self, samples: Sequence[Any], desc: str = "prefix pass", count: bool = True) -> None:
+        """Compute and store the prefix states of the samples not stored yet (length-sorted batches, a bar);
+        ``count`` adds the samples found stored to ``cached`` (a phase's lookup, not a batch's re-read)."""
         todo: dict[str, tuple[Any, list[int]]] = {}
         seen = 0
         for s in samples:
@@ -179,7 +214,7 @@ class PrefixStates:
                 seen += 1
             elif key not in todo:
                 todo[key] = (s, ids)
-        self.cached += seen
+        self.cached += seen if count else 0
         if not todo:
             return
         keys = sorted(todo, key=lambda k: len(todo[k][1]))
@@ -196,10 +231,14 @@ class PrefixStates:
                 self.computed += len(chunk)
                 bar.update(len(chunk))
 
+    def rows(self, samples: Sequence[Any]) -> list[np.ndarray]:
+        """float16 [tokens_i, hidden] prefix states of each sample (computed first where missing)."""
+        self.ensure(samples, count=False)
+        return [self.store.read(_row_key(s, self.token_ids(s))) for s in samples]
+
     def batch(self, samples: Sequence[Any]) -> PrefixBatch:
         """The samples' prefix states, padded on ``padding_side`` (computed first where missing)."""
-        self.ensure(samples)
-        rows = [self.store.read(_row_key(s, self.token_ids(s))) for s in samples]
+        rows = self.rows(samples)
         length = max([len(r) for r in rows] + [1])
         hidden = torch.zeros((len(rows), length, self.store.dim), dtype=torch.float32)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
