@@ -73,6 +73,7 @@ class RunOutcome:
     error: str | None = None
     train_seconds: float | None = None
     results: list[MetricResult] = field(default_factory=list)
+    diagnostics: dict[str, float | int | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,7 @@ class Runner:
                                        predictions_path=str(pred_path), diagnostics=diagnostics)
             run_id = self.store.record_run(full, results, replace=self.force)
             return RunOutcome(entry.name, seed, "complete", run_id, train_seconds=fitted.train_seconds,
-                              results=results)
+                              results=results, diagnostics=diagnostics)
         except Exception as exc:  # recorded, and the grid goes on
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             run_id = self.store.record_failure(record, message)
@@ -319,7 +320,11 @@ def summary_line(o: RunOutcome) -> str:
         return f"[done]     {o.model} seed {o.seed}: already in the store (run {o.run_id}), skipped"
     jac = next((r.mean for r in o.results if r.group == "overall" and r.averaging == "sample"
                 and r.metric == "jaccard"), float("nan"))
-    return f"[complete] {o.model} seed {o.seed}: jaccard {jac:.4f}, trained in {o.train_seconds:.1f} s (run {o.run_id})"
+    line = f"[complete] {o.model} seed {o.seed}: jaccard {jac:.4f}, trained in {o.train_seconds:.1f} s (run {o.run_id})"
+    if o.diagnostics:  # e.g. epochs run, prefix states cached vs computed, out-of-vocabulary rate
+        line += "; " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in o.diagnostics.items())
+    return line
 
 
 def rescore(store: ResultStore, run_id: int, *, threshold: float | None = None, n_boot: int = 1000,

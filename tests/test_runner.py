@@ -14,7 +14,7 @@ from baselines.bag_models import Logistic
 from baselines.popular import Popular
 from medrec_bench.predictions import load_predictions
 from medrec_bench.registry import Registry, load_registry, parse_entry
-from medrec_bench.runner import EvalSettings, Runner, code_hash, code_modules, rescore
+from medrec_bench.runner import EvalSettings, Runner, code_hash, code_modules, rescore, summary_line
 from medrec_bench.store import ResultStore
 
 
@@ -258,6 +258,7 @@ def test_diagnostics_are_stored(runner_factory, tmp_path):
         counting, logistic, bad = (store.get_run(o.run_id) for o in out)
         # read after the test prediction, before the validation one that tunes the threshold
         assert json.loads(counting.diagnostics) == {"fit_number": 1, "predict_calls": 1, "kind": "count"}
+        assert summary_line(out[0]).endswith("; fit_number 1, predict_calls 1, kind count")  # the run log says it
         values = json.loads(logistic.diagnostics)
         assert values["epochs_run"] == 3 and 1 <= values["best_epoch"] <= 3
         assert bad.status == "failed" and bad.error.startswith("TypeError: diagnostics 'per_drug'")
