@@ -291,3 +291,43 @@ def test_distillation_without_a_teacher_is_a_clear_error(demo_cohort, splits):
         LeaderStudent(use_profile=False)
     assert LeaderStudent.default_threshold == 0.3
 
+
+
+# --- the runner: one teacher per seed, shared by the student and its ablations ------------------------------------
+def test_one_command_trains_the_teacher_once_per_seed_and_reuses_it(demo_cohort, tmp_path, monkeypatch):
+    from medrec_bench.registry import load_registry
+    from medrec_bench.runner import EvalSettings, Runner
+    from medrec_bench.store import ResultStore
+
+    counts = {"fit": 0, "computed": []}
+    fit, compute = LeaderTeacher.fit, LeaderTeacher.compute_features
+
+    def counting_fit(self, *args, **kwargs):
+        counts["fit"] += 1
+        return fit(self, *args, **kwargs)
+
+    def counting_compute(self, samples):
+        counts["computed"].append(len(samples))
+        return compute(self, samples)
+
+    monkeypatch.setattr(LeaderTeacher, "fit", counting_fit)
+    monkeypatch.setattr(LeaderTeacher, "compute_features", counting_compute)
+    students = ["leader_s", "leader_s_noalign", "leader_s_noprofile", "leader_s_nokd"]
+    overrides = {"leader_t": dict(LeaderTeacher.test_params), **{m: {**SMALL, "epochs": 2} for m in students}}
+
+    def run(store, overrides):
+        runner = Runner(demo_cohort, store, registry=load_registry(plugins=False), cache=tmp_path / "cache",
+                        progress=False, echo=lambda *_: None, settings=EvalSettings(n_boot=20))
+        return runner, runner.run(students, [0, 1], overrides)
+
+    with ResultStore(tmp_path / "r.db") as store:
+        runner, out = run(store, overrides)
+        assert [o.status for o in out] == ["complete"] * 8, [o.error for o in out]
+        n_train = [len(runner.splits(seed).train) for seed in (0, 1)]
+        assert counts["fit"] == 2 and counts["computed"] == n_train  # once per seed, for the training samples
+        assert {store.get_run(o.run_id).threshold for o in out} == {0.3}
+
+        retrained = {**overrides, **{m: {**SMALL, "epochs": 1} for m in students}}  # new students, same teacher
+        _, again = run(store, retrained)
+        assert [o.status for o in again] == ["complete"] * 8
+        assert counts["fit"] == 2 and counts["computed"] == n_train  # the model cache and the feature cache
