@@ -191,15 +191,14 @@ def main(argv: list[str] | None = None) -> None:
     t, s = rows
     print(f"leader_t {args.teacher_dir or args.teacher_backbone} ({args.dtype}, {args.device}, "
           f"{torch.get_num_threads()} threads) vs leader_s: synthetic-{args.patients}, {len(train)} train / "
-          f"{len(test)} test patients; teacher feature pass "
-          f"{feature_s:.1f} s for {len(train)} patients (0 when --work-dir already caches them); student {student.epochs_run} "
-          f"epochs")
+          f"{len(test)} test patients; teacher feature pass {feature_s:.1f} s (about 0 when --work-dir already "
+          f"caches them); student {student.epochs_run} epochs")
     print(tabulate(rows, headers="keys", floatfmt=".4g", intfmt=","))
-    train = (f"{t['train s/epoch'] / s['train s/epoch']:.1f}x faster" if t["train s/epoch"]
-             else "not known for the teacher (loaded without a train.json)")
+    train_note = (f"{t['train s/epoch'] / s['train s/epoch']:.1f}x faster" if t["train s/epoch"]
+                  else "not known for the teacher (loaded without a train.json)")
     print(f"student / teacher: throughput {s['patients/s'] / t['patients/s']:.0f}x (target >= 1000x), parameters "
           f"{t['parameters'] / s['parameters']:.0f}x fewer, PRAUC gap {s['test PRAUC'] - t['test PRAUC']:+.4f}, "
-          f"train s/epoch {train}")
+          f"train s/epoch {train_note}")
 
 
 if __name__ == "__main__":
