@@ -27,7 +27,7 @@ ground-truth drug set, shared embeddings -> drug set encoder -> mean pool, each 
 training only: prediction needs neither (the saved state holds only :class:`StudentNet`). Training: Adam lr 5e-4,
 early stopping on validation PRAUC with patience 10, through :class:`~medrec_bench.models.TorchRecommender`.
 
-Deviations from the authors' code (github.com/Applied-Machine-Learning-Lab/LEADER), following the paper:
+Deviations from the authors' released code, following the paper:
 
 - diagnosis and procedure codes that share a string stay distinct (theirs merged e.g. ICD-9 diagnosis 3961 and
   procedure 3961 into one token);
