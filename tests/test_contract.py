@@ -1,7 +1,8 @@
 """The one contract every registered model honours, on a small synthetic cohort generated here (no ../shared):
 fit -> predict_proba -> save -> load -> same predictions; unknown parameters are errors naming them; an empty
 request gives an empty [0, |M|] answer; predictions do not depend on what else is in the batch; the same seed gives
-the same predictions. Every fit gets its own work folder."""
+the same predictions. Every fit gets its own work folder; a model's registry ``requires`` are fitted first (with their
+own ``test_params``) and handed over in ``ctx.artifacts``."""
 
 import numpy as np
 import pytest
@@ -25,9 +26,25 @@ def splits(cohort):
     return make_splits(cohort, "visit", seed=0)
 
 
+_REQUIRED: dict = {}  # (name, seed) -> a fitted required model, shared by the models that need it
+
+
+def _required_artifacts(entry, splits, cohort, work, seed):
+    """``ctx.artifacts`` for ``entry``: each model of its registry ``requires`` fitted first with its own
+    ``test_params`` (once per seed in this module)."""
+    artifacts = {}
+    for name in entry.requires:
+        if (name, seed) not in _REQUIRED:
+            _REQUIRED[name, seed] = _fit(ENTRIES[IDS.index(name)], splits, cohort, work.parent / f"{name}-{seed}",
+                                         seed)[0]
+        artifacts[name] = {"model": _REQUIRED[name, seed], "dir": None}
+    return artifacts
+
+
 def _fit(entry, splits, cohort, work, seed=0):
     model = entry.create(entry.load_class().test_params)
-    ctx = Context.from_cohort(cohort, seed=seed, work_dir=work)
+    ctx = Context.from_cohort(cohort, seed=seed, work_dir=work,
+                              artifacts=_required_artifacts(entry, splits, cohort, work, seed))
     return model.fit(list(splits.train), list(splits.val), ctx), ctx
 
 
