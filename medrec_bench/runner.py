@@ -183,6 +183,14 @@ class Runner:
             self._splits[seed] = make_splits(self.cohort, self.protocol, seed, self.split_order)
         return self._splits[seed]
 
+    def check_splits(self, seed: int) -> None:
+        """ValueError when the cohort is too small for this protocol: the train or test split of ``seed`` is empty."""
+        split = self.splits(seed)
+        empty = next((name for name in ("train", "test") if not split[name]), None)
+        if empty is not None:
+            raise ValueError(f"cohort {self.cohort.name} has {len(self.cohort.patients)} patient(s): the {empty} split "
+                             f"of the {self.protocol} protocol (seed {seed}) is empty; use a larger cohort")
+
     def model_key(self, entry: ModelEntry, seed: int, overrides: dict[str, dict[str, Any]]) -> str:
         """Hash of what a trained model depends on: class, its code, resolved params, the required models' keys,
         cohort fingerprint, protocol, split order and seed. ``overrides``: model name -> params, for every model."""
@@ -301,6 +309,8 @@ class Runner:
         for entry in entries:
             entry.resolved_params(overrides.get(entry.name, {}))
             check_resources(entry.load_class(), self.cohort)
+        for seed in seeds:
+            self.check_splits(seed)
         outcomes = []
         grid = [(e.name, s) for e in entries for s in seeds]
         bar = tqdm(grid, desc="runs", disable=not self.progress, unit="run")

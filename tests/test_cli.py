@@ -125,3 +125,46 @@ def test_errors_are_one_line(cli, tmp_path, args, message):
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+# Odd command lines of `run`: each is a one-line error before any data is loaded (no cohort cache, no store).
+@pytest.mark.parametrize("args, message", [
+    (["--set", "logistic.epochs=-5"],
+     "model 'logistic': parameter 'epochs' = -5 is out of range (allowed: epochs >= 1)"),
+    (["--set", "logistic.epochs=0"], "parameter 'epochs' = 0 is out of range"),
+    (["--set", "logistic.epochs=true"], "parameter 'epochs' must be an int, not True"),
+    (["--set", "logistic.epochs=abc"], "parameter 'epochs' must be an int, not 'abc'"),
+    (["--set", "logistic.epochs=1.5"], "parameter 'epochs' must be an int, not 1.5"),
+    (["--set", "logistic.epochs=[1,2]"], "parameter 'epochs' must be an int, not [1, 2]"),
+    (["--set", "logistic.batch_size=0"], "parameter 'batch_size' = 0 is out of range (allowed: batch_size >= 1)"),
+    (["--set", "logistic.lr=.nan"], "parameter 'lr' must be a finite float, not nan"),
+    (["--set", "logistic.lr=-5e-3"], "parameter 'lr' = '-5e-3' is out of range (allowed: lr > 0)"),
+    (["--seeds", "-1"], "--seeds: -1 is out of range (allowed: 0 <= seed < 4294967296)"),
+    (["--seeds", "99999999999999999999"], "--seeds: 99999999999999999999 is out of range"),
+    (["--seeds", "1,x"], "expected comma-separated integers"),
+    (["--n-boot", "0"], "'--n-boot': 0 is not in the range x>=1"),
+    (["--device", "cuda:99"], "--device cuda:99:"),
+    (["--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+    (["--min-visits", "0"], "'--min-visits': 0 is not in the range x>=1"),
+    (["--top-k-drugs", "-1"], "'--top-k-drugs': -1 is not in the range x>=0"),
+    (["--threads", "-2"], "'--threads': -2 is not in the range x>=0"),
+])
+def test_run_checks_every_option_before_loading_data(cli, tmp_path, args, message):
+    cache, store = tmp_path / "fresh-cache", tmp_path / "x.db"
+    result = cli("run", "--models", "logistic", "--data", "mimic3", "--path", cli.data[3], "--cache", cache,
+                 "--store", store, *args, ok=False)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert message in result.output
+    assert not cache.exists() and not store.exists()
+
+
+def test_run_on_a_cohort_too_small_for_the_protocol_is_one_line(cli, tmp_path):
+    store = tmp_path / "x.db"
+    result = cli("run", "--models", "popular", "--patients", "1", "--cache", tmp_path / "cache", "--store", store,
+                 ok=False)
+    assert "cohort synthetic-1 has 1 patient(s): the train split of the last_visit protocol (seed 0) is empty" \
+        in result.output
+    from medrec_bench.store import ResultStore
+
+    with ResultStore(store) as db:
+        assert db.runs() == []
