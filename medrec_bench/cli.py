@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,12 @@ def cohort_from_options(kw: dict[str, Any], progress: bool = True):
 @click.version_option(package_name="medrec-bench")
 def main() -> None:
     """medrec-bench: a benchmark for medication recommendation from EHRs."""
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    """Warnings as ``warning: <message>`` lines (a cache rebuilt after a failed checksum, ...)."""
+    return f"warning: {message}\n"
 
 
 @main.group()
@@ -264,10 +271,12 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
         import torch
 
         torch.set_num_threads(threads)
+    cache, rebuild = kw["cache"], kw["rebuild"]  # every cache moves with --cache; --rebuild retrains models too
     cohort = cohort_from_options(kw)
     with ResultStore(store) as db:
         runner = Runner(cohort, db, protocol=protocol, split_order=split_order, device=device, registry=registry,
-                        settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo, force=force)
+                        settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo, force=force,
+                        cache=cache, rebuild=rebuild)
         try:
             outcomes = runner.run(names, seed_list, overrides)
         except ValueError as exc:

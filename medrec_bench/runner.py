@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import resources
-from .data.cache import atomic_folder
+from .data.cache import atomic_folder, discard_if_corrupt
 from .data.cohort import Cohort
 from .evaluate import evaluate, tune_threshold
 from .models import Context, Recommender, check_resources
@@ -160,8 +160,10 @@ class Runner:
                  split_order: str = "shuffle", settings: EvalSettings | None = None, device: str = "cpu",
                  registry: Registry | None = None, cache: str | Path | None = None,
                  predictions_dir: str | Path | None = None, progress: bool = True, echo=print,
-                 force: bool = False) -> None:
-        """``force``: retrain every model (once per runner) and re-run every run, even when cached or complete."""
+                 force: bool = False, rebuild: bool = False) -> None:
+        """``force``: retrain every model (once per runner) and re-run every run, even when cached or complete.
+        ``rebuild``: retrain every model that runs (once per runner) instead of loading it from the cache; complete
+        runs are still skipped. ``cache``: the root of the model and work caches (default :func:`cache_dir`)."""
         self.cohort = cohort
         self.store = store
         self.protocol = protocol
@@ -174,6 +176,7 @@ class Runner:
         self.progress = progress
         self.echo = echo
         self.force = force
+        self.rebuild = rebuild
         self._splits: dict[int, Splits] = {}
         self._trained_here: set[Path] = set()
 
@@ -215,9 +218,10 @@ class Runner:
         return self.cache / "models" / self.model_key(entry, seed, overrides)[:24]
 
     def trained(self, entry: ModelEntry, seed: int, overrides: dict[str, dict[str, Any]]) -> Trained:
-        """The fitted model: from the cache when its key matches (unless ``force`` and not yet trained by this
-        runner), else trained and cached. Models named in ``entry.requires`` come first, handed over in
-        ``ctx.artifacts``."""
+        """The fitted model: from the cache when its key matches and its files match their checksums (unless
+        ``force`` or ``rebuild`` and not yet trained by this runner), else trained and cached; a cache entry that
+        fails its checksum is warned about once and retrained. Models named in ``entry.requires`` come first,
+        handed over in ``ctx.artifacts``."""
         artifacts: dict[str, Any] = {}
         for name in entry.requires:
             req = self.registry.get(name)
@@ -227,7 +231,8 @@ class Runner:
         folder = self.model_folder(entry, seed, overrides)
         ctx = self.context(seed, artifacts)
         cls = entry.load_class()
-        if (folder / TRAIN_INFO).exists() and (not self.force or folder in self._trained_here):
+        reuse = folder in self._trained_here or not (self.force or self.rebuild)
+        if reuse and (folder / TRAIN_INFO).exists() and not discard_if_corrupt(folder, f"trained model {entry.name}"):
             info = json.loads((folder / TRAIN_INFO).read_text())
             return Trained(cls.load(folder, ctx), float(info["train_seconds"]), folder, info.get("diagnostics", {}))
         split = self.splits(seed)
