@@ -45,6 +45,19 @@ def _store_option(func):
                         help="Results database (SQLite).")(func)
 
 
+def _open_store(path: Path, *, create: bool = False, create_dirs: bool = False):
+    """The results store at ``path`` as a one-line error when it is not one; ``create``: a missing file is created
+    (its folder too for the default path or with ``create_dirs``), else a missing file is an error."""
+    from .store import ResultStore, StoreError
+
+    if not create and not path.exists():
+        raise _Error(f"no results store at {path} (run `medrec-bench run` first or pass --store)")
+    try:
+        return ResultStore(path, create_parents=create and (create_dirs or path == DEFAULT_DB_PATH))
+    except StoreError as exc:
+        raise _Error(str(exc)) from None
+
+
 def _data_options(func):
     """Options shared by every command that builds a cohort (source-specific ones default to None: not given)."""
     pre = PreprocessOptions()
@@ -240,20 +253,19 @@ def _with_required(names: list[str], registry) -> list:
 @click.option("--averaging", type=click.Choice(AVERAGINGS), default="sample", show_default=True,
               help="Averaging shown in the table (both are stored).")
 @_store_option
+@click.option("--create-dirs", is_flag=True, help="Create the --store file's missing parent folders.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch intra-op CPU threads (0: torch's default). 1 is often fastest for the small models.")
 @click.option("--force", is_flag=True, help="Retrain and re-run even when a cached model or a complete run exists.")
 def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tuple[str, ...], threshold: Any,
-            n_boot: int, uncertainty: str, averaging: str, store: Path, device: str, threads: int, force: bool,
-            **kw: Any) -> None:
+            n_boot: int, uncertainty: str, averaging: str, store: Path, create_dirs: bool, device: str, threads: int,
+            force: bool, **kw: Any) -> None:
     """Train and evaluate models x seeds, store the results, print a comparison table."""
-    from .report import run_summary
-    from .runner import EvalSettings, Runner
-    from .store import ResultStore
-
     from .models import check_device
     from .registry import RegistryError
+    from .report import run_summary
+    from .runner import EvalSettings, Runner
 
     registry = _registry()
     overrides = _overrides(sets, registry)
@@ -272,8 +284,8 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
 
         torch.set_num_threads(threads)
     cache, rebuild = kw["cache"], kw["rebuild"]  # every cache moves with --cache; --rebuild retrains models too
-    cohort = cohort_from_options(kw)
-    with ResultStore(store) as db:
+    with _open_store(store, create=True, create_dirs=create_dirs) as db:
+        cohort = cohort_from_options(kw)
         runner = Runner(cohort, db, protocol=protocol, split_order=split_order, device=device, registry=registry,
                         settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo, force=force,
                         cache=cache, rebuild=rebuild)
@@ -328,9 +340,7 @@ def list_cmd(tag: str | None, model: str | None, sets: tuple[str, ...]) -> None:
 @_store_option
 def show_cmd(run_id: int, store: Path) -> None:
     """Show one run: its configuration, the model's diagnostics and its metrics."""
-    from .store import ResultStore
-
-    with ResultStore(store) as db:
+    with _open_store(store) as db:
         run = db.get_run(run_id)
         if run is None:
             raise _Error(f"no run {run_id} in {store}")
@@ -361,11 +371,8 @@ def leaderboard_cmd(store: Path, data: str | None, protocol: str | None, group: 
                     averaging: str | None, fmt: str) -> None:
     """Tables from the store, one per dataset / protocol / group / averaging / uncertainty method."""
     from .report import leaderboard_records, leaderboard_tables, records_csv, records_json
-    from .store import ResultStore
 
-    if not store.exists():
-        raise _Error(f"no results store at {store} (run `medrec-bench run` first or pass --store)")
-    with ResultStore(store) as db:
+    with _open_store(store) as db:
         records = leaderboard_records(db, data=data, protocol=protocol, group=group, averaging=averaging)
     if fmt == "json":
         click.echo(records_json(records))
@@ -393,9 +400,8 @@ def rescore_cmd(run_id: int, store: Path, threshold: float | None, averaging: st
     """Re-evaluate a run's saved predictions without retraining."""
     from .report import LABELS
     from .runner import rescore
-    from .store import ResultStore
 
-    with ResultStore(store) as db:
+    with _open_store(store) as db:
         try:
             results = rescore(db, run_id, threshold=threshold, n_boot=n_boot, uncertainty=uncertainty)
         except ValueError as exc:
