@@ -5,8 +5,11 @@
   already complete in the store is skipped (resume) unless ``force``.
 - A trained model is cached under ``<cache>/models/<key>`` (safetensors + JSON) keyed by the same hash minus the
   evaluation settings, so re-scoring with other settings never retrains; editing the model's code retrains it.
-- Test predictions are saved by :mod:`medrec_bench.predictions` (salted patient keys, never the raw id), so
-  :func:`rescore` can re-evaluate with another threshold or averaging.
+- Test predictions are saved by :mod:`medrec_bench.predictions` under ``predictions/<store name>/`` beside the store
+  (patient ids as HMACs under the store's secret, never the raw id), so :func:`rescore` can re-evaluate with another
+  threshold or averaging.
+- Concurrent runners on one store: a run another process completed first counts as skipped, never as failed; each
+  run records when it started and when it ended.
 - The model's :meth:`~medrec_bench.models.Recommender.diagnostics` (training-time values kept with the cached model,
   merged with those after predicting the test split) are stored with the run.
 - A model that raises is recorded as failed with its one-line error and the grid goes on.
@@ -36,10 +39,10 @@ from .data.cohort import Cohort
 from .evaluate import evaluate, tune_threshold
 from .models import Context, Recommender, check_resources
 from .paths import cache_dir as default_cache_dir
-from .predictions import folder_salt, load_predictions, save_predictions
+from .predictions import load_predictions, save_predictions
 from .records import MetricResult
 from .registry import ModelEntry, Registry, default_registry
-from .store import ResultStore, RunRecord
+from .store import ResultStore, RunRecord, utc_now
 from .tasks.batching import targets_matrix
 from .tasks.protocols import Sample, Splits, make_splits
 
@@ -172,7 +175,9 @@ class Runner:
         self.device = device
         self.registry = registry or default_registry()
         self.cache = Path(cache) if cache else default_cache_dir()
-        self.predictions_dir = Path(predictions_dir) if predictions_dir else Path(store.path).parent / "predictions"
+        store_path = Path(store.path)  # one predictions folder per store: stores side by side never share files
+        self.predictions_dir = Path(predictions_dir) if predictions_dir else \
+            store_path.parent / "predictions" / store_path.stem
         self.progress = progress
         self.echo = echo
         self.force = force
@@ -264,7 +269,8 @@ class Runner:
         record = RunRecord(run_key=key, model=entry.name, params=entry.resolved_params(overrides.get(entry.name, {})),
                            data=self.cohort.name, data_fingerprint=self.cohort.fingerprint, protocol=self.protocol,
                            seed=seed, git_commit=git_commit(), versions=package_versions(),
-                           code_hash=code_hash(entry.load_class()), uncertainty=self.settings.uncertainty)
+                           code_hash=code_hash(entry.load_class()), uncertainty=self.settings.uncertainty,
+                           started_at=utc_now())
         try:
             fitted = self.trained(entry, seed, overrides)
             model = fitted.model
@@ -282,15 +288,20 @@ class Runner:
                                self.cohort.ddi, threshold=threshold, n_boot=self.settings.n_boot, seed=seed,
                                uncertainty=self.settings.uncertainty)
             pred_path = self.predictions_dir / f"{key[:24]}.parquet"
-            save_predictions(pred_path, test, y_prob, self.cohort.vocab.drugs.codes,
-                             folder_salt(self.predictions_dir))
+            save_predictions(pred_path, test, y_prob, self.cohort.vocab.drugs.codes, self.store.patient_secret())
             full = dataclasses.replace(record, train_seconds=fitted.train_seconds, predict_ms_per_sample=predict_ms,
                                        n_parameters=model.n_parameters(), threshold=threshold,
                                        predictions_path=str(pred_path), diagnostics=diagnostics)
             run_id = self.store.record_run(full, results, replace=self.force)
+            stored = self.store.get_run(run_id)
+            if stored is not None and stored.started_at != record.started_at:  # another process completed it first
+                return RunOutcome(entry.name, seed, "skipped", run_id, train_seconds=stored.train_seconds)
             return RunOutcome(entry.name, seed, "complete", run_id, train_seconds=fitted.train_seconds,
                               results=results)
         except Exception as exc:  # recorded, and the grid goes on
+            done = None if self.force else self.store.completed_run(key)
+            if done is not None:  # another process completed the same run meanwhile: nothing is lost
+                return RunOutcome(entry.name, seed, "skipped", done.id, train_seconds=done.train_seconds)
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             run_id = self.store.record_failure(record, message)
             return RunOutcome(entry.name, seed, "failed", run_id, error=message)

@@ -22,7 +22,9 @@ older files are migrated on open.  Version 2 added to ``runs`` the model's
 ``code_hash``, the ``uncertainty`` method of its metrics and its
 ``diagnostics`` (JSON), and to ``metrics`` the ``std`` column; rows of a
 version-1 file read back with ``code_hash``/``uncertainty`` None,
-``diagnostics`` ``"{}"`` and ``std`` NaN.
+``diagnostics`` ``"{}"`` and ``std`` NaN. Version 3 added the ``secrets`` table: the per-store key of the
+patient pseudonyms in saved predictions (:meth:`ResultStore.patient_secret`), kept inside the database so that it
+never sits next to the prediction files.
 
 Paths: a store that cannot be one (a directory, a path under a file, a file that is not SQLite, a database of a
 newer schema version or with a ``runs`` table of other columns) is a one-line :class:`StoreError` naming the file and
@@ -38,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -59,7 +62,7 @@ __all__ = [
 ]
 
 DEFAULT_DB_PATH = Path("results") / "medrec.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _BUSY_TIMEOUT_S = 60
 _MAX_RETRIES = 8
@@ -116,6 +119,11 @@ ALTER TABLE runs ADD COLUMN diagnostics TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE metrics ADD COLUMN std REAL;
 """
 
+_MIGRATE_TO_V3 = """
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_PATIENT_SECRET = "patient_key"
+
 _RUN_COLUMNS = (
     "run_key",
     "model",
@@ -144,8 +152,8 @@ _METRIC_COLUMNS = ("grp", *_METRIC_FIELDS[1:])  # ``group`` is stored as ``grp``
 
 
 def utc_now() -> str:
-    """Current time as an ISO-8601 UTC string (seconds precision)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """Current time as an ISO-8601 UTC string (microsecond precision: a run's start and end differ)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def canonical_json(obj: Any) -> str:
@@ -419,7 +427,8 @@ class ResultStore:
                 f"results database has schema version {version}, "
                 f"this code supports up to {SCHEMA_VERSION} (a newer medrec-bench wrote it)"
             )
-        steps = ((1, _SCHEMA_V1), (2, _MIGRATE_TO_V2))  # (version reached, SQL); a new file runs them all
+        # (version reached, SQL); a new file runs them all
+        steps = ((1, _SCHEMA_V1), (2, _MIGRATE_TO_V2), (3, _MIGRATE_TO_V3))
         for target, script in steps:
             if version < target:
                 for statement in script.split(";"):
@@ -523,6 +532,17 @@ class ResultStore:
                     return int(existing["id"])
                 conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
             return self._insert_run(conn, row)
+
+        return self._write(tx)
+
+    def patient_secret(self) -> str:
+        """This store's random key (64 hex characters) for :func:`medrec_bench.predictions.patient_key`, created on
+        first use; concurrent first uses agree on one."""
+        candidate = secrets.token_hex(32)
+
+        def tx(conn: sqlite3.Connection) -> str:
+            conn.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (_PATIENT_SECRET, candidate))
+            return conn.execute("SELECT value FROM secrets WHERE name = ?", (_PATIENT_SECRET,)).fetchone()[0]
 
         return self._write(tx)
 

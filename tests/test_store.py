@@ -280,7 +280,7 @@ def test_version_1_database_opens_and_migrates(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.executescript(_V1_SCHEMA)
     with ResultStore(db) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         old = store.get_run(1)
         assert old.run_key == "old" and old.train_seconds == 1.5
         assert old.code_hash is None and old.uncertainty is None and old.diagnostics == "{}"
@@ -289,7 +289,7 @@ def test_version_1_database_opens_and_migrates(db: Path) -> None:
         new = store.record_run(make_run("new", diagnostics={"epochs_run": 3}), make_metrics())
         assert store.get_run(new).diagnostics == '{"epochs_run":3}'
     with ResultStore(db) as store:  # re-opening a migrated file changes nothing
-        assert store.schema_version == 2 and len(store.runs()) == 2
+        assert store.schema_version == SCHEMA_VERSION and len(store.runs()) == 2
 
 
 def _raising_after_two():
