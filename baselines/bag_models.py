@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from medrec_bench.models import Context, TorchRecommender
+from medrec_bench.registry import Range
 from medrec_bench.tasks import Sample, bag_of_codes
 
 
@@ -35,6 +37,8 @@ class Logistic(_BagModel):
 
 
 class MLP(_BagModel):
+    param_ranges: ClassVar[dict[str, Range]] = {"hidden": Range(ge=1), "dropout": Range(ge=0, lt=1)}
+
     def __init__(self, *, hidden: int = 256, dropout: float = 0.3, epochs: int = 30, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 1e-5, patience: int = 5, seed: int | None = None) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,

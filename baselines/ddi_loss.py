@@ -32,10 +32,12 @@ zero diagonal):
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch.nn import functional as F
+
+from medrec_bench.registry import Range
 
 Rule = Literal["safedrug", "molerec"]
 Scope = Literal["visit", "batch"]
@@ -194,6 +196,9 @@ class DDILossLogging:
     to the history record under :attr:`ddi_record_key`."""
 
     ddi_record_key: str = "mean_beta"
+    param_ranges: ClassVar[dict[str, Range]] = {"target_ddi": Range(ge=0, le=1), "bce_weight": Range(ge=0),
+                                                "margin_weight": Range(ge=0), "ddi_scale": Range(gt=0),
+                                                "kp": Range(gt=0), "coef": Range(gt=0)}
 
     def log_ddi_weight(self, value: float) -> None:
         self.__dict__.setdefault("_ddi_weights", []).append(value)

@@ -46,6 +46,7 @@ from torch import nn
 from torch_geometric.nn import DenseGCNConv
 
 from medrec_bench.models import Context, TorchRecommender
+from medrec_bench.registry import Range
 from medrec_bench.tasks import Sample, VisitBatch
 
 from .ddi_loss import DDILossLogging, Scope, annealed_loss, check_rate_scope, prediction_loss
@@ -143,6 +144,9 @@ class GAMENet(DDILossLogging, TorchRecommender):
 
     needs_resources = frozenset({"ddi"})
     test_params: ClassVar[dict] = {"epochs": 1, "emb_dim": 16, "batch_size": 64}
+    param_ranges: ClassVar[dict[str, Range]] = {"emb_dim": Range(ge=1), "dropout": Range(ge=0, lt=1),
+                                                "gcn_dropout": Range(ge=0, lt=1), "temperature": Range(gt=0),
+                                                "temperature_decay": Range(gt=0, le=1)}
 
     def __init__(self, *, emb_dim: int = 64, dropout: float = 0.4, gcn_dropout: float = 0.3,
                  ddi_in_memory: bool = True, ddi_loss: bool = True, target_ddi: float = 0.05,

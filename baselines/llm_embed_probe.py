@@ -39,6 +39,7 @@ from medrec_bench.llm.calls import input_device
 from medrec_bench.llm.features import FeatureCache
 from medrec_bench.llm.prompts import PromptConfig, fit_prompt
 from medrec_bench.models import Context, TorchRecommender
+from medrec_bench.registry import Range
 from medrec_bench.tasks.batching import targets_matrix
 from medrec_bench.tasks.protocols import Sample
 
@@ -97,6 +98,9 @@ class LLMEmbedProbe(TorchRecommender):
     default_threshold: ClassVar[float] = 0.5
     test_params: ClassVar[dict[str, Any]] = {"backbone": "tiny-llama", "epochs": 3, "batch_size": 16,
                                              "max_length": 512, "embed_batch_size": 16}
+    param_ranges: ClassVar[dict[str, Range]] = {"hidden": Range(ge=1), "dropout": Range(ge=0, lt=1),
+                                                "max_history": Range(ge=0), "max_length": Range(ge=1),
+                                                "embed_batch_size": Range(ge=1)}
 
     def __init__(self, *, backbone: str = "minilm", dtype: str = "float32", pooling: str = "mean",
                  head: str = "linear", hidden: int = 256, dropout: float = 0.2, max_history: int = 3,

@@ -48,6 +48,7 @@ from medrec_bench.llm.prefix_cache import PREFIX_DTYPES, PrefixStates, check_lor
 from medrec_bench.llm.prompts import answer_text, drug_names
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
+from medrec_bench.registry import Range
 from medrec_bench.tasks.batching import targets_matrix
 from medrec_bench.tasks.protocols import Sample
 
@@ -101,6 +102,8 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
 
     default_threshold: ClassVar[float] = 0.5
     max_grad_norm: float | None = 1.0
+    param_ranges: ClassVar[dict[str, Range]] = {"max_new_tokens": Range(ge=1), "match_threshold": Range(gt=0, le=1),
+                                                "val_samples": Range(ge=0)}
     test_params: ClassVar[dict[str, Any]] = {"backbone": "tiny-llama", "epochs": 1, "batch_size": 8,
                                              "effective_batch_size": 8, "eval_batch_size": 32, "max_length": 256,
                                              "max_new_tokens": 12, "val_samples": 4}

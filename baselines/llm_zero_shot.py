@@ -39,6 +39,7 @@ from medrec_bench.llm.calls import call_lm, input_device, output_cache
 from medrec_bench.llm.prompts import PromptConfig, drug_names
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, Recommender
+from medrec_bench.registry import Range
 from medrec_bench.tasks.protocols import Sample
 
 __all__ = ["LLMZeroShot", "topk_probabilities"]
@@ -69,6 +70,8 @@ class LLMZeroShot(Recommender):
     """
 
     default_threshold: ClassVar[float] = 0.5
+    param_ranges: ClassVar[dict[str, Range]] = {"max_history": Range(ge=0), "max_length": Range(ge=1),
+                                                "candidate_batch_size": Range(ge=1), "top_k": Range(ge=0)}
     test_params: ClassVar[dict[str, Any]] = {"backbone": "tiny-llama", "max_length": 256,
                                              "candidate_batch_size": 128}
 

@@ -46,6 +46,7 @@ from torch_geometric.nn import GINEConv, global_mean_pool
 
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.molecules import ATOM_FEATURES, BOND_FEATURES, DrugMolecules
+from medrec_bench.registry import Range
 from medrec_bench.tasks import VisitBatch
 
 from .ddi_loss import DDIControlledTraining, Scope, check_rate_scope
@@ -180,6 +181,8 @@ class MoleRec(DDIControlledTraining, TorchRecommender):
 
     needs_resources = frozenset({"ddi", "smiles"})
     test_params: ClassVar[dict] = {"epochs": 1, "emb_dim": 16, "gnn_layers": 2, "batch_size": 64}
+    param_ranges: ClassVar[dict[str, Range]] = {"emb_dim": Range(ge=1), "dropout": Range(ge=0, lt=1),
+                                                "gnn_layers": Range(ge=1), "heads": Range(ge=1)}
 
     def __init__(self, *, emb_dim: int = 64, dropout: float = 0.7, gnn_layers: int = 4,
                  substructure_encoder: Literal["gin", "embedding"] = "gin", heads: int = 2, target_ddi: float = 0.06,

@@ -42,6 +42,7 @@ from torch_geometric.nn import SimpleConv, global_add_pool
 
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.molecules import ATOM_FEATURES, DrugMolecules
+from medrec_bench.registry import Range
 from medrec_bench.tasks import VisitBatch
 
 from .ddi_loss import DDIControlledTraining, Scope, check_rate_scope
@@ -112,6 +113,8 @@ class SafeDrug(DDIControlledTraining, TorchRecommender):
 
     needs_resources = frozenset({"ddi", "smiles"})
     test_params: ClassVar[dict] = {"epochs": 1, "emb_dim": 16, "batch_size": 64}
+    param_ranges: ClassVar[dict[str, Range]] = {"emb_dim": Range(ge=1), "dropout": Range(ge=0, lt=1),
+                                                "mpnn_layers": Range(ge=1)}
 
     def __init__(self, *, emb_dim: int = 64, dropout: float = 0.5, mpnn_layers: int = 2, target_ddi: float = 0.06,
                  kp: float = 0.05, bce_weight: float = 0.95, margin_weight: float = 0.05, ddi_scale: float = 5e-4,

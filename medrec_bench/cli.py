@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,19 @@ def _store_option(func):
                         help="Results database (SQLite).")(func)
 
 
+def _open_store(path: Path, *, create: bool = False, create_dirs: bool = False):
+    """The results store at ``path`` as a one-line error when it is not one; ``create``: a missing file is created
+    (its folder too for the default path or with ``create_dirs``), else a missing file is an error."""
+    from .store import ResultStore, StoreError
+
+    if not create and not path.exists():
+        raise _Error(f"no results store at {path} (run `medrec-bench run` first or pass --store)")
+    try:
+        return ResultStore(path, create_parents=create and (create_dirs or path == DEFAULT_DB_PATH))
+    except StoreError as exc:
+        raise _Error(str(exc)) from None
+
+
 def _data_options(func):
     """Options shared by every command that builds a cohort (source-specific ones default to None: not given)."""
     pre = PreprocessOptions()
@@ -58,13 +72,16 @@ def _data_options(func):
         click.option("--synthetic-format", type=click.Choice(FORMATS), default=None,
                      help=f"Raw-table shape the synthetic cohort is written in and read from (default "
                           f"{DEFAULT_FORMAT})."),
-        click.option("--min-visits", type=int, default=pre.min_visits, show_default=True,
+        click.option("--min-visits", type=click.IntRange(min=1), default=pre.min_visits, show_default=True,
                      help="Keep patients with >= N visits."),
-        click.option("--top-k-diagnoses", type=int, default=pre.top_k_diagnoses or 0, show_default=True,
+        click.option("--top-k-diagnoses", type=click.IntRange(min=0), default=pre.top_k_diagnoses or 0,
+                     show_default=True,
                      help="0 = keep all."),
-        click.option("--top-k-procedures", type=int, default=pre.top_k_procedures or 0, show_default=True,
+        click.option("--top-k-procedures", type=click.IntRange(min=0), default=pre.top_k_procedures or 0,
+                     show_default=True,
                      help="0 = keep all."),
-        click.option("--top-k-drugs", type=int, default=pre.top_k_drugs or 0, show_default=True, help="0 = keep all."),
+        click.option("--top-k-drugs", type=click.IntRange(min=0), default=pre.top_k_drugs or 0, show_default=True,
+                     help="0 = keep all."),
         click.option("--require-smiles/--no-require-smiles", default=pre.require_smiles, show_default=True,
                      help="Keep only drugs with SMILES."),
         click.option("--cache", type=click.Path(path_type=Path), default=None,
@@ -98,6 +115,12 @@ def cohort_from_options(kw: dict[str, Any], progress: bool = True):
 @click.version_option(package_name="medrec-bench")
 def main() -> None:
     """medrec-bench: a benchmark for medication recommendation from EHRs."""
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    """Warnings as ``warning: <message>`` lines (a cache rebuilt after a failed checksum, ...)."""
+    return f"warning: {message}\n"
 
 
 @main.group()
@@ -187,6 +210,31 @@ def _overrides(sets: tuple[str, ...], registry) -> dict[str, dict[str, Any]]:
         raise _Error(str(exc)) from None
 
 
+def _seeds(text: str) -> list[int]:
+    """``--seeds`` as integers, each in the range numpy and torch accept."""
+    from .models import SEED_RANGE
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise _Error(f"--seeds {text!r}: expected comma-separated integers") from None
+    bad = [s for s in seeds if s not in SEED_RANGE]
+    if bad:
+        raise _Error(f"--seeds: {bad[0]} is out of range (allowed: {SEED_RANGE.describe('seed')})")
+    return seeds
+
+
+def _with_required(names: list[str], registry) -> list:
+    """The entries of ``names`` and, recursively, of the models they require (RegistryError for an unknown one)."""
+    out, todo = [], list(names)
+    while todo:
+        entry = registry.get(todo.pop(0))
+        if entry not in out:
+            out.append(entry)
+            todo += list(entry.requires)
+    return out
+
+
 @main.command("run")
 @click.option("--models", required=True, help="Comma-separated model names or aliases, e.g. gamenet,safedrug.")
 @_data_options
@@ -198,41 +246,49 @@ def _overrides(sets: tuple[str, ...], registry) -> dict[str, dict[str, Any]]:
 @click.option("--set", "sets", multiple=True, metavar="MODEL.PARAM=VALUE", help="Override a registry default.")
 @click.option("--threshold", default="default", show_default=True, callback=lambda c, p, v: _threshold(v),
               help="'default' (each model's), 'tuned' (best Jaccard on validation) or a number.")
-@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples over patients.")
+@click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Bootstrap resamples over patients.")
 @click.option("--uncertainty", type=click.Choice(UNCERTAINTY_METHODS), default="bootstrap",
               show_default=True, help="CI method; the rounds options reproduce the papers' 10 rounds of 80%.")
 @click.option("--averaging", type=click.Choice(AVERAGINGS), default="sample", show_default=True,
               help="Averaging shown in the table (both are stored).")
 @_store_option
+@click.option("--create-dirs", is_flag=True, help="Create the --store file's missing parent folders.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch intra-op CPU threads (0: torch's default). 1 is often fastest for the small models.")
 @click.option("--force", is_flag=True, help="Retrain and re-run even when a cached model or a complete run exists.")
 def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tuple[str, ...], threshold: Any,
-            n_boot: int, uncertainty: str, averaging: str, store: Path, device: str, threads: int, force: bool,
-            **kw: Any) -> None:
+            n_boot: int, uncertainty: str, averaging: str, store: Path, create_dirs: bool, device: str, threads: int,
+            force: bool, **kw: Any) -> None:
     """Train and evaluate models x seeds, store the results, print a comparison table."""
+    from .models import check_device
+    from .registry import RegistryError
     from .report import run_summary
     from .runner import EvalSettings, Runner
-    from .store import ResultStore
 
+    registry = _registry()
+    overrides = _overrides(sets, registry)
+    seed_list = _seeds(seeds)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names or not seed_list:
+        raise _Error("--models and --seeds must not be empty")
+    try:  # every parameter of every model (and of the models they require) is checked before any data is loaded
+        for entry in _with_required(names, registry):
+            entry.resolve(overrides.get(entry.name))
+        check_device(device)
+    except (RegistryError, ValueError) as exc:
+        raise _Error(str(exc)) from None
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
-    registry = _registry()
-    overrides = _overrides(sets, registry)
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise _Error(f"--seeds {seeds!r}: expected comma-separated integers") from None
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    if not names or not seed_list:
-        raise _Error("--models and --seeds must not be empty")
-    cohort = cohort_from_options(kw)
-    with ResultStore(store) as db:
+    cache, rebuild = kw["cache"], kw["rebuild"]  # every cache moves with --cache; --rebuild retrains models too
+    with _open_store(store, create=True, create_dirs=create_dirs) as db:
+        cohort = cohort_from_options(kw)
         runner = Runner(cohort, db, protocol=protocol, split_order=split_order, device=device, registry=registry,
-                        settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo, force=force)
+                        settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo, force=force,
+                        cache=cache, rebuild=rebuild)
         try:
             outcomes = runner.run(names, seed_list, overrides)
         except ValueError as exc:
@@ -284,9 +340,7 @@ def list_cmd(tag: str | None, model: str | None, sets: tuple[str, ...]) -> None:
 @_store_option
 def show_cmd(run_id: int, store: Path) -> None:
     """Show one run: its configuration, the model's diagnostics and its metrics."""
-    from .store import ResultStore
-
-    with ResultStore(store) as db:
+    with _open_store(store) as db:
         run = db.get_run(run_id)
         if run is None:
             raise _Error(f"no run {run_id} in {store}")
@@ -317,11 +371,8 @@ def leaderboard_cmd(store: Path, data: str | None, protocol: str | None, group: 
                     averaging: str | None, fmt: str) -> None:
     """Tables from the store, one per dataset / protocol / group / averaging / uncertainty method."""
     from .report import leaderboard_records, leaderboard_tables, records_csv, records_json
-    from .store import ResultStore
 
-    if not store.exists():
-        raise _Error(f"no results store at {store} (run `medrec-bench run` first or pass --store)")
-    with ResultStore(store) as db:
+    with _open_store(store) as db:
         records = leaderboard_records(db, data=data, protocol=protocol, group=group, averaging=averaging)
     if fmt == "json":
         click.echo(records_json(records))
@@ -342,16 +393,15 @@ def leaderboard_cmd(store: Path, data: str | None, protocol: str | None, group: 
 @_store_option
 @click.option("--threshold", type=float, default=None, help="Decision threshold (default: the run's).")
 @click.option("--averaging", type=click.Choice(AVERAGINGS), default="sample", show_default=True)
-@click.option("--n-boot", type=int, default=1000, show_default=True)
+@click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--uncertainty", type=click.Choice(UNCERTAINTY_METHODS), default="bootstrap")
 def rescore_cmd(run_id: int, store: Path, threshold: float | None, averaging: str, n_boot: int,
                 uncertainty: str) -> None:
     """Re-evaluate a run's saved predictions without retraining."""
     from .report import LABELS
     from .runner import rescore
-    from .store import ResultStore
 
-    with ResultStore(store) as db:
+    with _open_store(store) as db:
         try:
             results = rescore(db, run_id, threshold=threshold, n_boot=n_boot, uncertainty=uncertainty)
         except ValueError as exc:

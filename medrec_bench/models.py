@@ -37,11 +37,14 @@ from tqdm.auto import tqdm
 
 from .data.schema import Vocabularies
 from .metrics import multilabel_scores
+from .registry import Range
 from .tasks.batching import collate_visits, targets_matrix
 from .tasks.protocols import Sample
 
 PARAMS_FILE = "params.json"
 STATE_FILE = "state.safetensors"
+#: the seeds numpy, torch and the splits accept (a run's seed and a model's ``seed`` parameter)
+SEED_RANGE = Range(ge=0, lt=2**32)
 
 
 @dataclass
@@ -75,6 +78,25 @@ class Context:
         return cls(vocab=cohort.vocab, ddi=cohort.ddi, smiles=cohort.smiles, **kw)
 
 
+def check_device(device: str) -> str:
+    """``device`` when torch can use it here, else a one-line ValueError saying what is available."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {device}: no CUDA device is available on this machine (use --device cpu)")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} CUDA device(s) (cuda:0 .. cuda:{count - 1})")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine (use --device cpu)")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: medrec-bench runs on cpu, cuda or mps")
+    return device
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (CPU results are then repeatable)."""
     random.seed(seed)
@@ -104,6 +126,14 @@ def check_resources(model: type["Recommender"], source: Any) -> None:
             raise ValueError(f"{name} needs SMILES, but none of the {n_drugs} drugs has any")
 
 
+def _signature(func: Any) -> inspect.Signature:
+    """``func``'s signature with postponed (string) annotations evaluated where they can be (``Literal`` aliases)."""
+    try:
+        return inspect.signature(func, eval_str=True)
+    except (NameError, TypeError, SyntaxError):
+        return inspect.signature(func)
+
+
 class Recommender(ABC):
     """Base class of every model. Subclasses define ``__init__`` with keyword-only typed defaults and store each
     parameter under the same attribute name."""
@@ -112,6 +142,8 @@ class Recommender(ABC):
     needs_resources: ClassVar[frozenset[str]] = frozenset()
     #: a tiny configuration for the shared contract test (seconds on CPU)
     test_params: ClassVar[dict[str, Any]] = {}
+    #: allowed values of numeric parameters by name, merged over the base classes (see :meth:`all_param_ranges`)
+    param_ranges: ClassVar[dict[str, Range]] = {"seed": SEED_RANGE}
 
     # --- parameters -----------------------------------------------------------------------------------------
     @classmethod
@@ -130,13 +162,23 @@ class Recommender(ABC):
                 )
 
     @classmethod
+    def all_param_ranges(cls) -> dict[str, Range]:
+        """The :class:`~medrec_bench.registry.Range` of each parameter that has one: the ``param_ranges`` of the class
+        and of its bases and mixins (the most derived wins)."""
+        out: dict[str, Range] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("param_ranges", {}))
+        names = cls.param_names()
+        return {name: r for name, r in out.items() if name in names}
+
+    @classmethod
     def param_specs(cls) -> dict[str, inspect.Parameter]:
         """Each parameter of :meth:`param_names` with its typed default, as its most derived ``__init__`` declares."""
         specs: dict[str, inspect.Parameter] = {}
         for name in cls.param_names():
             for klass in cls.__mro__:
                 init = vars(klass).get("__init__")
-                spec = inspect.signature(init).parameters.get(name) if init is not None else None
+                spec = _signature(init).parameters.get(name) if init is not None else None
                 if spec is not None and spec.kind is spec.KEYWORD_ONLY:
                     specs[name] = spec
                     break
@@ -210,6 +252,8 @@ class TorchRecommender(Recommender):
     epochs_run: int | None = None  #: epochs trained by the last ``fit``
     best_epoch: int | None = None  #: the epoch (counted from 1) whose state ``fit`` kept
     test_params: ClassVar[dict[str, Any]] = {"epochs": 2}
+    param_ranges: ClassVar[dict[str, Range]] = {"epochs": Range(ge=1), "batch_size": Range(ge=1), "lr": Range(gt=0),
+                                                "weight_decay": Range(ge=0), "patience": Range(ge=0)}
 
     def __init__(self, *, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.0,
                  patience: int = 5, seed: int | None = None) -> None:

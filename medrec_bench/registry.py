@@ -13,10 +13,12 @@ An entry::
 
 Parameters resolve in three layers: the class's typed ``__init__`` defaults (the one source of defaults), the entry's
 ``params``, then overrides (``--set MODEL.PARAM=VALUE``, see :func:`parse_overrides`); :meth:`ModelEntry.resolve`
-says which layer set each. Registry and override values are coerced to a plain ``int`` / ``float`` / ``bool``
-annotation (YAML 1.1 reads ``5e-3`` as a string). Unknown keys are errors naming the key; unknown params are errors
-naming the param. Names and aliases are matched case-insensitively. A plugin's entry point is a function returning
-``{name: entry}`` in the same form.
+says which layer set each. Registry and override values are coerced to their annotation (``int`` / ``float`` /
+``bool`` / ``str``, ``Literal`` choices, ``| None``; YAML 1.1 reads ``5e-3`` as a string) and checked against the
+:class:`Range` the class declares next to the default (``param_ranges = {"epochs": Range(ge=1)}``), so a bad value is
+an error naming model, parameter, value and what is allowed before any data is loaded. Unknown keys are errors
+naming the key; unknown params are errors naming the param. Names and aliases are matched case-insensitively. A
+plugin's entry point is a function returning ``{name: entry}`` in the same form.
 
 The registry file is package data, ``medrec_bench/registry.yaml``: one file, edited in a checkout (an editable
 install reads it in place; the checkout's top-level ``registry.yaml`` is a symbolic link to it) and shipped in the
@@ -28,7 +30,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -50,18 +55,73 @@ class RegistryError(ValueError):
     """A malformed registry entry or an unknown model name."""
 
 
-_PLAIN_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool}
+_PLAIN_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def coerce_param(name: str, value: Any, annotation: Any) -> Any:
-    """``value`` as the parameter's annotated type where that is a plain ``int``, ``float`` or ``bool``: an int or a
-    numeric string (YAML 1.1 reads ``5e-3`` as one) for a float, an integral float or string for an int, only a bool
-    for a bool; any other annotation passes the value through. ValueError naming the parameter otherwise."""
-    kind = _PLAIN_TYPES.get(annotation.strip() if isinstance(annotation, str) else getattr(annotation, "__name__", ""))
-    if kind is None or type(value) is kind:
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric parameter, declared next to its typed default (``param_ranges`` of a model
+    class): ``Range(ge=1)`` for ``epochs >= 1``, ``Range(gt=0)`` for ``0 < lr``, ``Range(ge=0, lt=1)`` for
+    ``0 <= dropout < 1``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __contains__(self, value: float) -> bool:
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def describe(self, name: str) -> str:
+        """The range as text, e.g. ``0 <= dropout < 1``."""
+        def text(bound: float) -> str:
+            return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+        low = next(((op, b) for op, b in ((">=", self.ge), (">", self.gt)) if b is not None), None)
+        high = next(((op, b) for op, b in (("<=", self.le), ("<", self.lt)) if b is not None), None)
+        if low and not high:
+            return f"{name} {low[0]} {text(low[1])}"
+        left = f"{text(low[1])} {low[0].replace('>', '<')} " if low else ""
+        return f"{left}{name}" + (f" {high[0]} {text(high[1])}" if high else "")
+
+
+def _annotation_kinds(annotation: Any) -> tuple[tuple[Any, ...], bool] | None:
+    """(allowed kinds, None allowed) of an annotation: plain types (``int``, ``float``, ``bool``, ``str``) and
+    ``typing.Literal`` choices, alone or in a union (``int | None``, ``int | str``), as objects or as the strings of
+    postponed annotations. None for anything else (the value is passed through)."""
+    if isinstance(annotation, str):
+        parts = [part.strip() for part in annotation.split("|")]
+        kinds = tuple(_PLAIN_TYPES.get(part) for part in parts if part != "None")
+        return (kinds, "None" in parts) if kinds and all(kinds) else None
+    members = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or \
+        typing.get_origin(annotation) is typing.Union else (annotation,)
+    kinds = []
+    for member in members:
+        if member is type(None):
+            continue
+        if typing.get_origin(member) is typing.Literal:
+            kinds.append(typing.get_args(member))
+        elif member in _PLAIN_TYPES.values():
+            kinds.append(member)
+        else:
+            return None
+    return (tuple(kinds), type(None) in members) if kinds else None
+
+
+def _coerce_to(value: Any, kind: Any) -> Any:
+    """``value`` as one kind of :func:`_annotation_kinds` (a type or a tuple of Literal choices), or raise
+    ValueError."""
+    if isinstance(kind, tuple):
+        if value in kind and any(type(value) is type(c) for c in kind):
+            return value
+        raise ValueError
+    if type(value) is kind:
         return value
+    if kind is str or kind is bool:
+        raise ValueError
     number = value
-    if isinstance(value, str) and kind is not bool:
+    if isinstance(value, str):
         for parse in (int, float) if kind is int else (float,):
             try:
                 number = parse(value)
@@ -74,7 +134,41 @@ def coerce_param(name: str, value: Any, annotation: Any) -> Any:
         return float(number)
     if kind is int and type(number) is float and number.is_integer():
         return int(number)
-    raise ValueError(f"parameter {name!r} must be {'an' if kind is int else 'a'} {kind.__name__}, not {value!r}")
+    raise ValueError
+
+
+def _kind_name(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return "one of " + ", ".join(repr(c) for c in kind)
+    return f"{'an' if kind is int else 'a'} {kind.__name__}"
+
+
+def coerce_param(name: str, value: Any, annotation: Any, allowed: Range | None = None) -> Any:
+    """``value`` as the parameter's annotated type where that is a plain ``int``, ``float``, ``bool`` or ``str``, a
+    ``Literal`` of choices or a union of those (``int | None``): an int or a numeric string (YAML 1.1 reads ``5e-3``
+    as one) for a float, an integral float or string for an int, only a bool for a bool; floats must be finite; a
+    number must lie in ``allowed``. Any other annotation passes the value through. ValueError naming the parameter,
+    the value and what is allowed otherwise."""
+    spec = _annotation_kinds(annotation)
+    if spec is None:
+        return value
+    kinds, optional = spec
+    if value is None and optional:
+        return None
+    for kind in kinds:
+        try:
+            out = _coerce_to(value, kind)
+            break
+        except (ValueError, OverflowError):
+            continue
+    else:
+        wanted = " or ".join([_kind_name(k) for k in kinds] + (["None"] if optional else []))
+        raise ValueError(f"parameter {name!r} must be {wanted}, not {value!r}")
+    if type(out) is float and not math.isfinite(out):
+        raise ValueError(f"parameter {name!r} must be a finite float, not {value!r}")
+    if allowed is not None and type(out) in (int, float) and out not in allowed:
+        raise ValueError(f"parameter {name!r} = {value!r} is out of range (allowed: {allowed.describe(name)})")
+    return out
 
 
 @dataclass(frozen=True)
@@ -112,7 +206,8 @@ class ModelEntry:
 
     def resolve(self, overrides: dict[str, Any] | None = None) -> dict[str, ResolvedParam]:
         """Every parameter of the class: its typed default, updated by the entry's ``params``, then by ``overrides``;
-        values coerced (:func:`coerce_param`) and unknown names refused, as RegistryError naming the model."""
+        values coerced to their type and checked against the class's ``param_ranges`` (:func:`coerce_param`) and
+        unknown names refused, as RegistryError naming the model."""
         default_layer, registry_layer, override_layer = LAYERS
         cls = self.load_class()
         layers = ((registry_layer, self.params), (override_layer, overrides or {}))
@@ -120,11 +215,12 @@ class ModelEntry:
             for _, values in layers:
                 cls.check_params(values)
             out: dict[str, ResolvedParam] = {}
+            ranges = cls.all_param_ranges() if hasattr(cls, "all_param_ranges") else {}
             for name, spec in cls.param_specs().items():
                 layer, value = default_layer, spec.default
                 for layer_name, values in layers:
                     if name in values:
-                        layer, value = layer_name, coerce_param(name, values[name], spec.annotation)
+                        layer, value = layer_name, coerce_param(name, values[name], spec.annotation, ranges.get(name))
                 if value is inspect.Parameter.empty:
                     raise ValueError(f"parameter {name!r} has no default: set it in the registry or with --set")
                 out[name] = ResolvedParam(name, value, layer)

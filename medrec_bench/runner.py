@@ -5,8 +5,11 @@
   already complete in the store is skipped (resume) unless ``force``.
 - A trained model is cached under ``<cache>/models/<key>`` (safetensors + JSON) keyed by the same hash minus the
   evaluation settings, so re-scoring with other settings never retrains; editing the model's code retrains it.
-- Test predictions are saved by :mod:`medrec_bench.predictions` (salted patient keys, never the raw id), so
-  :func:`rescore` can re-evaluate with another threshold or averaging.
+- Test predictions are saved by :mod:`medrec_bench.predictions` under ``predictions/<store name>/`` beside the store
+  (patient ids as HMACs under the store's secret, never the raw id), so :func:`rescore` can re-evaluate with another
+  threshold or averaging.
+- Concurrent runners on one store: a run another process completed first counts as skipped, never as failed; each
+  run records when it started and when it ended.
 - The model's :meth:`~medrec_bench.models.Recommender.diagnostics` (training-time values kept with the cached model,
   merged with those after predicting the test split) are stored with the run.
 - A model that raises is recorded as failed with its one-line error and the grid goes on.
@@ -31,15 +34,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import resources
-from .data.cache import atomic_folder
+from .data.cache import atomic_folder, discard_if_corrupt
 from .data.cohort import Cohort
 from .evaluate import evaluate, tune_threshold
 from .models import Context, Recommender, check_resources
 from .paths import cache_dir as default_cache_dir
-from .predictions import folder_salt, load_predictions, save_predictions
+from .predictions import load_predictions, save_predictions
 from .records import MetricResult
 from .registry import ModelEntry, Registry, default_registry
-from .store import ResultStore, RunRecord
+from .store import ResultStore, RunRecord, utc_now
 from .tasks.batching import targets_matrix
 from .tasks.protocols import Sample, Splits, make_splits
 
@@ -161,8 +164,10 @@ class Runner:
                  split_order: str = "shuffle", settings: EvalSettings | None = None, device: str = "cpu",
                  registry: Registry | None = None, cache: str | Path | None = None,
                  predictions_dir: str | Path | None = None, progress: bool = True, echo=print,
-                 force: bool = False) -> None:
-        """``force``: retrain every model (once per runner) and re-run every run, even when cached or complete."""
+                 force: bool = False, rebuild: bool = False) -> None:
+        """``force``: retrain every model (once per runner) and re-run every run, even when cached or complete.
+        ``rebuild``: retrain every model that runs (once per runner) instead of loading it from the cache; complete
+        runs are still skipped. ``cache``: the root of the model and work caches (default :func:`cache_dir`)."""
         self.cohort = cohort
         self.store = store
         self.protocol = protocol
@@ -171,10 +176,13 @@ class Runner:
         self.device = device
         self.registry = registry or default_registry()
         self.cache = Path(cache) if cache else default_cache_dir()
-        self.predictions_dir = Path(predictions_dir) if predictions_dir else Path(store.path).parent / "predictions"
+        store_path = Path(store.path)  # one predictions folder per store: stores side by side never share files
+        self.predictions_dir = Path(predictions_dir) if predictions_dir else \
+            store_path.parent / "predictions" / store_path.stem
         self.progress = progress
         self.echo = echo
         self.force = force
+        self.rebuild = rebuild
         self._splits: dict[int, Splits] = {}
         self._trained_here: set[Path] = set()
 
@@ -183,6 +191,14 @@ class Runner:
         if seed not in self._splits:
             self._splits[seed] = make_splits(self.cohort, self.protocol, seed, self.split_order)
         return self._splits[seed]
+
+    def check_splits(self, seed: int) -> None:
+        """ValueError when the cohort is too small for this protocol: the train or test split of ``seed`` is empty."""
+        split = self.splits(seed)
+        empty = next((name for name in ("train", "test") if not split[name]), None)
+        if empty is not None:
+            raise ValueError(f"cohort {self.cohort.name} has {len(self.cohort.patients)} patient(s): the {empty} split "
+                             f"of the {self.protocol} protocol (seed {seed}) is empty; use a larger cohort")
 
     def model_key(self, entry: ModelEntry, seed: int, overrides: dict[str, dict[str, Any]]) -> str:
         """Hash of what a trained model depends on: class, its code, resolved params, the required models' keys,
@@ -208,9 +224,10 @@ class Runner:
         return self.cache / "models" / self.model_key(entry, seed, overrides)[:24]
 
     def trained(self, entry: ModelEntry, seed: int, overrides: dict[str, dict[str, Any]]) -> Trained:
-        """The fitted model: from the cache when its key matches (unless ``force`` and not yet trained by this
-        runner), else trained and cached. Models named in ``entry.requires`` come first, handed over in
-        ``ctx.artifacts``."""
+        """The fitted model: from the cache when its key matches and its files match their checksums (unless
+        ``force`` or ``rebuild`` and not yet trained by this runner), else trained and cached; a cache entry that
+        fails its checksum is warned about once and retrained. Models named in ``entry.requires`` come first,
+        handed over in ``ctx.artifacts``."""
         artifacts: dict[str, Any] = {}
         for name in entry.requires:
             req = self.registry.get(name)
@@ -220,7 +237,8 @@ class Runner:
         folder = self.model_folder(entry, seed, overrides)
         ctx = self.context(seed, artifacts)
         cls = entry.load_class()
-        if (folder / TRAIN_INFO).exists() and (not self.force or folder in self._trained_here):
+        reuse = folder in self._trained_here or not (self.force or self.rebuild)
+        if reuse and (folder / TRAIN_INFO).exists() and not discard_if_corrupt(folder, f"trained model {entry.name}"):
             info = json.loads((folder / TRAIN_INFO).read_text())
             return Trained(cls.load(folder, ctx), float(info["train_seconds"]), folder, info.get("diagnostics", {}))
         split = self.splits(seed)
@@ -252,7 +270,8 @@ class Runner:
         record = RunRecord(run_key=key, model=entry.name, params=entry.resolved_params(overrides.get(entry.name, {})),
                            data=self.cohort.name, data_fingerprint=self.cohort.fingerprint, protocol=self.protocol,
                            seed=seed, git_commit=git_commit(), versions=package_versions(),
-                           code_hash=code_hash(entry.load_class()), uncertainty=self.settings.uncertainty)
+                           code_hash=code_hash(entry.load_class()), uncertainty=self.settings.uncertainty,
+                           started_at=utc_now())
         try:
             fitted = self.trained(entry, seed, overrides)
             model = fitted.model
@@ -270,15 +289,20 @@ class Runner:
                                self.cohort.ddi, threshold=threshold, n_boot=self.settings.n_boot, seed=seed,
                                uncertainty=self.settings.uncertainty)
             pred_path = self.predictions_dir / f"{key[:24]}.parquet"
-            save_predictions(pred_path, test, y_prob, self.cohort.vocab.drugs.codes,
-                             folder_salt(self.predictions_dir))
+            save_predictions(pred_path, test, y_prob, self.cohort.vocab.drugs.codes, self.store.patient_secret())
             full = dataclasses.replace(record, train_seconds=fitted.train_seconds, predict_ms_per_sample=predict_ms,
                                        n_parameters=model.n_parameters(), threshold=threshold,
                                        predictions_path=str(pred_path), diagnostics=diagnostics)
             run_id = self.store.record_run(full, results, replace=self.force)
+            stored = self.store.get_run(run_id)
+            if stored is not None and stored.started_at != record.started_at:  # another process completed it first
+                return RunOutcome(entry.name, seed, "skipped", run_id, train_seconds=stored.train_seconds)
             return RunOutcome(entry.name, seed, "complete", run_id, train_seconds=fitted.train_seconds,
                               results=results, diagnostics=diagnostics)
         except Exception as exc:  # recorded, and the grid goes on
+            done = None if self.force else self.store.completed_run(key)
+            if done is not None:  # another process completed the same run meanwhile: nothing is lost
+                return RunOutcome(entry.name, seed, "skipped", done.id, train_seconds=done.train_seconds)
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             run_id = self.store.record_failure(record, message)
             return RunOutcome(entry.name, seed, "failed", run_id, error=message)
@@ -302,6 +326,8 @@ class Runner:
         for entry in entries:
             entry.resolved_params(overrides.get(entry.name, {}))
             check_resources(entry.load_class(), self.cohort)
+        for seed in seeds:
+            self.check_splits(seed)
         outcomes = []
         grid = [(e.name, s) for e in entries for s in seeds]
         bar = tqdm(grid, desc="runs", disable=not self.progress, unit="run")

@@ -22,7 +22,14 @@ older files are migrated on open.  Version 2 added to ``runs`` the model's
 ``code_hash``, the ``uncertainty`` method of its metrics and its
 ``diagnostics`` (JSON), and to ``metrics`` the ``std`` column; rows of a
 version-1 file read back with ``code_hash``/``uncertainty`` None,
-``diagnostics`` ``"{}"`` and ``std`` NaN.
+``diagnostics`` ``"{}"`` and ``std`` NaN. Version 3 added the ``secrets`` table: the per-store key of the
+patient pseudonyms in saved predictions (:meth:`ResultStore.patient_secret`), kept inside the database so that it
+never sits next to the prediction files.
+
+Paths: a store that cannot be one (a directory, a path under a file, a file that is not SQLite, a database of a
+newer schema version or with a ``runs`` table of other columns) is a one-line :class:`StoreError` naming the file and
+what was expected. Missing parent folders are created only with ``create_parents=True`` (the CLI passes it for the
+default path or ``--create-dirs``).
 
 Floats: SQLite stores NaN as NULL.  Metric ``mean``/``ci_low``/``ci_high``/``std``
 read back as ``float('nan')`` when NULL, so they are always floats.
@@ -33,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -48,12 +56,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "ResultStore",
     "RunRecord",
+    "StoreError",
     "canonical_json",
     "utc_now",
 ]
 
 DEFAULT_DB_PATH = Path("results") / "medrec.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _BUSY_TIMEOUT_S = 60
 _MAX_RETRIES = 8
@@ -110,6 +119,11 @@ ALTER TABLE runs ADD COLUMN diagnostics TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE metrics ADD COLUMN std REAL;
 """
 
+_MIGRATE_TO_V3 = """
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_PATIENT_SECRET = "patient_key"
+
 _RUN_COLUMNS = (
     "run_key",
     "model",
@@ -138,8 +152,8 @@ _METRIC_COLUMNS = ("grp", *_METRIC_FIELDS[1:])  # ``group`` is stored as ``grp``
 
 
 def utc_now() -> str:
-    """Current time as an ISO-8601 UTC string (seconds precision)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """Current time as an ISO-8601 UTC string (microsecond precision: a run's start and end differ)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def canonical_json(obj: Any) -> str:
@@ -190,6 +204,27 @@ class RunRecord:
     uncertainty: str | None = None
     diagnostics: str = "{}"
     id: int | None = field(default=None, compare=False)
+
+
+class StoreError(ValueError):
+    """A ``--store`` path that is not (and cannot become) a results database; the message is one line."""
+
+
+def check_store_path(path: Path, create_parents: bool = False) -> None:
+    """StoreError unless ``path`` is an existing file or can be created as one: not a directory, no file among its
+    parents, its folder existing (or created here when ``create_parents``)."""
+    if path.is_dir():
+        raise StoreError(f"results store {path} is a directory; expected a database file (e.g. {path / 'medrec.db'})")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"results store {path}: {parent} is a file, not a folder")
+            break
+    if not path.parent.exists():
+        if not create_parents:
+            raise StoreError(f"results store {path}: folder {path.parent} does not exist (create it, or pass "
+                             f"--create-dirs)")
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -310,20 +345,23 @@ class ResultStore:
     Use as ``with ResultStore(path) as store: ...`` or call :meth:`close`.
     """
 
-    def __init__(self, path: str | Path = DEFAULT_DB_PATH) -> None:
-        """Open (creating if needed) the database at ``path``."""
+    def __init__(self, path: str | Path = DEFAULT_DB_PATH, *, create_parents: bool = False) -> None:
+        """Open (creating the file if needed) the database at ``path``; StoreError (one line) when ``path`` is not or
+        cannot become a results store (see :func:`check_store_path`; ``create_parents`` creates missing folders)."""
         self.path = str(path)
         if self.path != ":memory:" and not self.path.startswith("file:"):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None
-        )
+            check_store_path(Path(self.path), create_parents)
+        self._conn: sqlite3.Connection | None = None
         try:
+            self._conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
             self._conn.row_factory = sqlite3.Row
             self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_S * 1000}")
             self._conn.execute("PRAGMA foreign_keys = ON")
+            self._write(self._ensure_schema)  # first, so that a file that is not a store is left as it was
             self._retry(lambda: self._conn_or_raise().execute("PRAGMA journal_mode=WAL").fetchone())
-            self._write(self._ensure_schema)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(f"results store {self.path} is not a medrec-bench SQLite database ({exc})") from None
         except BaseException:
             self.close()
             raise
@@ -385,11 +423,12 @@ class ResultStore:
     def _ensure_schema(conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise StoreError(
                 f"results database has schema version {version}, "
-                f"this code supports up to {SCHEMA_VERSION}"
+                f"this code supports up to {SCHEMA_VERSION} (a newer medrec-bench wrote it)"
             )
-        steps = ((1, _SCHEMA_V1), (2, _MIGRATE_TO_V2))  # (version reached, SQL); a new file runs them all
+        # (version reached, SQL); a new file runs them all
+        steps = ((1, _SCHEMA_V1), (2, _MIGRATE_TO_V2), (3, _MIGRATE_TO_V3))
         for target, script in steps:
             if version < target:
                 for statement in script.split(";"):
@@ -397,6 +436,12 @@ class ResultStore:
                         conn.execute(statement)
         if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for table, wanted in (("runs", ("id", *_RUN_COLUMNS)), ("metrics", ("run_id", *_METRIC_COLUMNS))):
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in wanted if c not in have]
+            if missing:
+                raise StoreError(f"results database has a {table!r} table that is not medrec-bench's (no column "
+                                 f"{missing[0]!r})")
 
     @property
     def schema_version(self) -> int:
@@ -487,6 +532,17 @@ class ResultStore:
                     return int(existing["id"])
                 conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
             return self._insert_run(conn, row)
+
+        return self._write(tx)
+
+    def patient_secret(self) -> str:
+        """This store's random key (64 hex characters) for :func:`medrec_bench.predictions.patient_key`, created on
+        first use; concurrent first uses agree on one."""
+        candidate = secrets.token_hex(32)
+
+        def tx(conn: sqlite3.Connection) -> str:
+            conn.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (_PATIENT_SECRET, candidate))
+            return conn.execute("SELECT value FROM secrets WHERE name = ?", (_PATIENT_SECRET,)).fetchone()[0]
 
         return self._write(tx)
 

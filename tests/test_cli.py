@@ -112,7 +112,7 @@ def test_list_params_shows_each_layer(cli, tmp_path, monkeypatch):
     (["run", "--models", "popular", "--set", "popular"], "expected MODEL.PARAM=VALUE"),
     (["run", "--models", "logistic", "--set", "logistic.epoch=2"], "no parameter 'epoch'"),
     (["data", "stats", "--data", "mimic3"], "--path is required"),
-    (["show", "99"], "no run 99"),
+    (["show", "99"], "no results store at"),  # a missing store is not created by a read
     (["list", "--params", "logistic", "--set", "logistic.epochs=2.5"], "parameter 'epochs' must be an int, not 2.5"),
     (["list", "--params", "logistic", "--set", "mlp.epochs=2"], "--set for 'mlp', but --params lists 'logistic'"),
     (["list", "--set", "mlp.epochs=2"], "--set needs --params MODEL"),
@@ -125,3 +125,89 @@ def test_errors_are_one_line(cli, tmp_path, args, message):
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+# Odd command lines of `run`: each is a one-line error before any data is loaded (no cohort cache, no store).
+@pytest.mark.parametrize("args, message", [
+    (["--set", "logistic.epochs=-5"],
+     "model 'logistic': parameter 'epochs' = -5 is out of range (allowed: epochs >= 1)"),
+    (["--set", "logistic.epochs=0"], "parameter 'epochs' = 0 is out of range"),
+    (["--set", "logistic.epochs=true"], "parameter 'epochs' must be an int, not True"),
+    (["--set", "logistic.epochs=abc"], "parameter 'epochs' must be an int, not 'abc'"),
+    (["--set", "logistic.epochs=1.5"], "parameter 'epochs' must be an int, not 1.5"),
+    (["--set", "logistic.epochs=[1,2]"], "parameter 'epochs' must be an int, not [1, 2]"),
+    (["--set", "logistic.batch_size=0"], "parameter 'batch_size' = 0 is out of range (allowed: batch_size >= 1)"),
+    (["--set", "logistic.lr=.nan"], "parameter 'lr' must be a finite float, not nan"),
+    (["--set", "logistic.lr=-5e-3"], "parameter 'lr' = '-5e-3' is out of range (allowed: lr > 0)"),
+    (["--seeds", "-1"], "--seeds: -1 is out of range (allowed: 0 <= seed < 4294967296)"),
+    (["--seeds", "99999999999999999999"], "--seeds: 99999999999999999999 is out of range"),
+    (["--seeds", "1,x"], "expected comma-separated integers"),
+    (["--n-boot", "0"], "'--n-boot': 0 is not in the range x>=1"),
+    (["--device", "cuda:99"], "--device cuda:99:"),
+    (["--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+    (["--min-visits", "0"], "'--min-visits': 0 is not in the range x>=1"),
+    (["--top-k-drugs", "-1"], "'--top-k-drugs': -1 is not in the range x>=0"),
+    (["--threads", "-2"], "'--threads': -2 is not in the range x>=0"),
+])
+def test_run_checks_every_option_before_loading_data(cli, tmp_path, args, message):
+    cache, store = tmp_path / "fresh-cache", tmp_path / "x.db"
+    result = cli("run", "--models", "logistic", "--data", "mimic3", "--path", cli.data[3], "--cache", cache,
+                 "--store", store, *args, ok=False)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert message in result.output
+    assert not cache.exists() and not store.exists()
+
+
+def test_run_on_a_cohort_too_small_for_the_protocol_is_one_line(cli, tmp_path):
+    store = tmp_path / "x.db"
+    result = cli("run", "--models", "popular", "--patients", "1", "--cache", tmp_path / "cache", "--store", store,
+                 ok=False)
+    assert "cohort synthetic-1 has 1 patient(s): the train split of the last_visit protocol (seed 0) is empty" \
+        in result.output
+    from medrec_bench.store import ResultStore
+
+    with ResultStore(store) as db:
+        assert db.runs() == []
+
+
+# Odd --store paths: one line naming the file and what was expected, for every command that opens a store.
+@pytest.mark.parametrize("kind, message", [
+    ("text file", "is not a medrec-bench SQLite database (file is not a database)"),
+    ("directory", "is a directory; expected a database file"),
+    ("under a file", "is a file, not a folder"),
+    ("newer schema", "schema version 99, this code supports up to"),
+    ("missing folder", "does not exist (create it, or pass --create-dirs)"),
+])
+@pytest.mark.parametrize("command", [["run", "--models", "popular", "--patients", "40", "--n-boot", "5"],
+                                     ["leaderboard"], ["show", "1"], ["rescore", "1"]], ids=lambda c: c[0])
+def test_odd_store_paths_are_one_line_errors(cli, tmp_path, kind, message, command):
+    import sqlite3
+
+    path = tmp_path / "store"
+    if kind == "text file":
+        path.write_text("not a database")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "under a file":
+        path.write_text("x")
+        path = path / "x.db"
+    elif kind == "newer schema":
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE t (x)")
+            conn.execute("PRAGMA user_version = 99")
+    else:
+        path = path / "deeper" / "x.db"
+    if command[0] != "run" and kind in ("under a file", "missing folder"):
+        message = "no results store at"
+    cache = ["--cache", tmp_path / "cache"] if command[0] == "run" else []
+    result = cli(*command, "--store", path, *cache, ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "store" / "deeper").exists()
+
+
+def test_run_creates_missing_store_folders_only_with_create_dirs(cli, tmp_path):
+    path = tmp_path / "a" / "b" / "r.db"
+    cli("run", "--models", "popular", "--patients", "40", "--n-boot", "5", "--cache", tmp_path / "cache",
+        "--store", path, "--create-dirs")
+    assert path.is_file()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from medrec_bench.llm.backbones import load_backbone, offline_mode
 from medrec_bench.llm.prompts import PromptConfig, fit_prompt
@@ -91,3 +92,24 @@ def test_prompt_tokens_reject_a_budget_without_room(demo_cohort, tokenizer):
         PromptTokens(tokenizer, demo_cohort.vocab, PromptConfig(max_length=8), reserve=8)
     with pytest.raises(ValueError, match="append_eos"):
         PromptTokens(tokenizer, demo_cohort.vocab, PromptConfig(), reserve=0, append_eos=True)
+
+
+@pytest.mark.parametrize("safe", [False, True], ids=["only .bin weights", "safetensors"])
+def test_a_backbone_folder_loads_only_safetensors_weights(tmp_path, safe):
+    """A user-supplied folder never goes through torch's pickle-based ``.bin`` loading."""
+    from medrec_bench.llm.backbones import BackboneNotFound, load_backbone
+
+    tiny = load_backbone("tiny-llama")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    if not safe:  # the same weights as a pickle-based pytorch_model.bin only
+        from safetensors.torch import load_file
+
+        for weights in tmp_path.glob("*.safetensors"):
+            torch.save(load_file(str(weights)), tmp_path / "pytorch_model.bin")
+            weights.unlink()
+        assert list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.safetensors"))
+        with pytest.raises(BackboneNotFound, match="has no .safetensors weights"):
+            load_backbone(str(tmp_path))
+    else:
+        assert load_backbone(str(tmp_path)).hidden_size == tiny.hidden_size

@@ -1,12 +1,15 @@
 """Saved test predictions: round trip, salted keys, empty files, atomic writes under a unique temporary name."""
 
+import hashlib
+import hmac
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from medrec_bench.data.schema import Visit
-from medrec_bench.predictions import Predictions, folder_salt, load_predictions, patient_key, save_predictions
+from medrec_bench.predictions import Predictions, load_predictions, patient_key, save_predictions
+from medrec_bench.store import ResultStore
 from medrec_bench.tasks.protocols import Sample
 
 DRUGS = ("A01A", "B01A", "C07A")
@@ -53,8 +56,26 @@ def test_written_through_a_unique_temporary_name(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.parquet", "run.tmp"]
 
 
-def test_salt_is_created_once_per_folder(tmp_path):
-    salt = folder_salt(tmp_path / "a")
-    assert len(salt) == 32 and folder_salt(tmp_path / "a") == salt
-    assert folder_salt(tmp_path / "b") != salt
-    assert patient_key("p1", salt) != patient_key("p1", folder_salt(tmp_path / "b"))
+def test_patient_keys_are_hmacs_under_the_store_secret_kept_in_the_database(tmp_path):
+    with ResultStore(tmp_path / "a.db") as a, ResultStore(tmp_path / "b.db") as b:
+        secret = a.patient_secret()
+        assert len(secret) == 64 and a.patient_secret() == secret and b.patient_secret() != secret
+    with ResultStore(tmp_path / "a.db") as a:
+        assert a.patient_secret() == secret  # kept in the SQLite file
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == ["a.db", "b.db"]
+    assert patient_key("p1", secret) == hmac.new(secret.encode(), b"p1", hashlib.sha256).hexdigest()[:20]
+    assert patient_key("p1", secret) != patient_key("p1", "other")
+
+
+def test_without_the_secret_ids_cannot_be_recovered_from_the_files(tmp_path):
+    """The attack of the issue: with the old unkeyed layout a brute force over ids 0-99,999 found every patient; the
+    prediction folder now holds no secret, and hashing candidate ids without it matches nothing."""
+    path = tmp_path / "predictions" / "run.parquet"
+    with ResultStore(tmp_path / "r.db") as store:
+        save_predictions(path, [make_sample(str(i), 1, (0,)) for i in (17, 4242, 99999)], np.full((3, 3), 0.5),
+                         DRUGS, store.patient_secret())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.json", "run.parquet"]
+    keys = set(pl.read_parquet(path)["patient_key"].to_list())
+    guesses = {h for i in range(100_000) for h in (hashlib.sha256(f":{i}".encode()).hexdigest()[:20],
+                                                   hmac.new(b"", str(i).encode(), hashlib.sha256).hexdigest()[:20])}
+    assert not keys & guesses

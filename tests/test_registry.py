@@ -2,16 +2,19 @@
 registry file, and plugins through entry points."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from medrec_bench.models import RESOURCES
-from medrec_bench.registry import (REGISTRY_FILE, Registry, RegistryError, coerce_param, default_registry_path,
-                                   load_registry, parse_entry, parse_overrides, read_yaml_entries)
+from medrec_bench.registry import (REGISTRY_FILE, Range, Registry, RegistryError, coerce_param,
+                                   default_registry_path, load_registry, parse_entry, parse_overrides,
+                                   read_yaml_entries)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,6 +98,74 @@ def test_coerce_param_to_plain_annotations(value, annotation, expected):
 def test_coerce_param_refuses_what_does_not_fit(value, annotation):
     with pytest.raises(ValueError, match=f"parameter 'p' must be an? {annotation}"):
         coerce_param("p", value, annotation)
+
+
+@pytest.mark.parametrize("value, annotation, expected", [
+    ("batch", Literal["visit", "batch"], "batch"),
+    (None, int | None, None),
+    ("7", int | None, 7),
+    ("all", int | str, "all"),
+    (3, int | str, 3),
+    ("1.0e9", float, 1.0e9),          # YAML 1.1 reads even 1.0e9 as a string
+])
+def test_coerce_param_to_literal_and_union_annotations(value, annotation, expected):
+    out = coerce_param("p", value, annotation)
+    assert out == expected and type(out) is type(expected)
+
+
+@pytest.mark.parametrize("value, annotation, allowed, message", [
+    ("x", Literal["visit", "batch"], None, "must be one of 'visit', 'batch', not 'x'"),
+    ("abc", int | None, None, "must be an int or None, not 'abc'"),
+    (float("nan"), float, None, "must be a finite float, not nan"),
+    ("inf", float, None, "must be a finite float, not 'inf'"),
+    (-5, int, Range(ge=1), "'p' = -5 is out of range (allowed: p >= 1)"),
+    (0, int, Range(ge=1), "'p' = 0 is out of range (allowed: p >= 1)"),
+    (0.0, float, Range(gt=0), "(allowed: p > 0)"),
+    (1, float, Range(ge=0, lt=1), "(allowed: 0 <= p < 1)"),
+    (-1, int | None, Range(ge=0, lt=2**32), "(allowed: 0 <= p < 4294967296)"),
+])
+def test_coerce_param_refuses_wrong_types_and_out_of_range_values(value, annotation, allowed, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        coerce_param("p", value, annotation, allowed)
+
+
+@pytest.mark.parametrize("model, param, value, message", [
+    ("logistic", "epochs", -5, "parameter 'epochs' = -5 is out of range (allowed: epochs >= 1)"),
+    ("logistic", "epochs", 0, "parameter 'epochs' = 0 is out of range (allowed: epochs >= 1)"),
+    ("logistic", "epochs", True, "parameter 'epochs' must be an int, not True"),
+    ("logistic", "epochs", "abc", "parameter 'epochs' must be an int, not 'abc'"),
+    ("logistic", "epochs", 1.5, "parameter 'epochs' must be an int, not 1.5"),
+    ("logistic", "epochs", [1, 2], "parameter 'epochs' must be an int, not [1, 2]"),
+    ("logistic", "batch_size", 0, "parameter 'batch_size' = 0 is out of range (allowed: batch_size >= 1)"),
+    ("logistic", "lr", float("nan"), "parameter 'lr' must be a finite float, not nan"),
+    ("logistic", "lr", "-1e-3", "parameter 'lr' = '-1e-3' is out of range (allowed: lr > 0)"),
+    ("logistic", "seed", -3, "parameter 'seed' = -3 is out of range"),
+    ("mlp", "dropout", 1, "parameter 'dropout' = 1 is out of range (allowed: 0 <= dropout < 1)"),
+    ("gamenet", "temperature_decay", 1.5, "(allowed: 0 < temperature_decay <= 1)"),
+    ("safedrug", "ddi_rate_scope", "pooled", "parameter 'ddi_rate_scope' must be one of 'visit', 'batch'"),
+    ("safedrug", "target_ddi", 2, "(allowed: 0 <= target_ddi <= 1)"),
+    ("molerec", "substructure_encoder", "gcn", "must be one of 'gin', 'embedding', not 'gcn'"),
+    ("leader_t", "lora_dropout", 1.0, "(allowed: 0 <= lora_dropout < 1)"),
+    ("llm_zero_shot", "top_k", -1, "(allowed: top_k >= 0)"),
+])
+def test_parameter_types_and_ranges_are_checked_with_the_model_named(model, param, value, message):
+    entry = _shipped().get(model)
+    with pytest.raises(RegistryError, match=re.escape(f"model '{model}': ") + ".*" + re.escape(message)):
+        entry.resolve({param: value})
+
+
+def test_registry_values_are_range_checked_too():
+    bad = parse_entry("lr", {"class": "baselines.bag_models:Logistic", "params": {"epochs": 0}}, "test")
+    with pytest.raises(RegistryError, match=re.escape("model 'lr': parameter 'epochs' = 0 is out of range")):
+        bad.resolved_params()
+
+
+def test_ranges_merge_over_base_classes_and_mixins():
+    ranges = _shipped().get("safedrug").load_class().all_param_ranges()
+    assert ranges["epochs"] == Range(ge=1)            # TorchRecommender
+    assert ranges["target_ddi"] == Range(ge=0, le=1)  # the DDI mixin
+    assert ranges["dropout"] == Range(ge=0, lt=1)     # SafeDrug itself
+    assert set(ranges) <= set(_shipped().get("safedrug").load_class().param_names())
 
 
 def test_yaml_registry_numbers_are_coerced(tmp_path):

@@ -277,3 +277,56 @@ def test_torch_fit_records_epochs_run_and_best_epoch(runner_factory, tmp_path):
     assert model.best_epoch == 1 + int(np.argmax(praucs))
     assert model.diagnostics() == {"epochs_run": 4, "best_epoch": model.best_epoch}
     assert Logistic().diagnostics() == {}
+
+
+class RacedPopular(Popular):
+    """While this instance trains, another runner on the same store completes the same run (the race of two
+    identical `run` commands)."""
+
+    racing = False
+    other_runner = None  # set by the test
+    entry_name = "raced"
+
+    def fit(self, train, val, ctx):
+        if not RacedPopular.racing:
+            RacedPopular.racing = True
+            try:
+                assert RacedPopular.other_runner.run_one(self.entry_name, 0, {}).status == "complete"
+            finally:
+                RacedPopular.racing = False
+        return super().fit(train, val, ctx)
+
+
+class FailsAfterTheRace(RacedPopular):
+    """Loses the race and then fails (as the fixed temporary file of old did)."""
+
+    entry_name = "fails_after_the_race"
+
+    def predict_proba(self, samples):
+        if not RacedPopular.racing:
+            raise FileNotFoundError("[Errno 2] No such file or directory: 'x.tmp' -> 'x.parquet'")
+        return super().predict_proba(samples)
+
+
+@pytest.mark.parametrize("model", ["raced", "fails_after_the_race"])
+def test_a_run_another_process_completed_first_counts_as_skipped(runner_factory, tmp_path, model):
+    registry = _registry(parse_entry("raced", {"class": "tests.test_runner:RacedPopular"}, "test"),
+                         parse_entry("fails_after_the_race", {"class": "tests.test_runner:FailsAfterTheRace"}, "test"))
+    with ResultStore(tmp_path / "r.db") as store, ResultStore(tmp_path / "r.db") as other_connection:
+        RacedPopular.other_runner = runner_factory(other_connection, registry=registry)
+        out = runner_factory(store, registry=registry).run_one(model, 0, {})
+        assert out.status == "skipped"
+        assert [r.status for r in store.runs()] == ["complete"]
+
+
+def test_runs_record_start_and_end_and_stores_keep_their_own_prediction_files(runner_factory, tmp_path):
+    paths = []
+    for name in ("a.db", "b.db"):
+        with ResultStore(tmp_path / name) as store:
+            out = runner_factory(store).run(["logistic"], [0], {"logistic": {"epochs": 2}})
+            run = store.get_run(out[0].run_id)
+            assert run.started_at < run.ended_at
+            paths.append(Path(run.predictions_path))
+    assert paths[0] != paths[1] and paths[0].parent.name == "a" and paths[1].parent.name == "b"
+    with ResultStore(tmp_path / "a.db") as store:  # the second store did not overwrite the first store's file
+        assert rescore(store, 1, n_boot=10)

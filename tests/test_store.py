@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from medrec_bench.records import MetricResult
-from medrec_bench.store import SCHEMA_VERSION, ResultStore, RunRecord
+from medrec_bench.store import SCHEMA_VERSION, ResultStore, RunRecord, StoreError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,10 +58,11 @@ def count_rows(path: Path, table: str) -> int:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
+    (tmp_path / "nested" / "dir").mkdir(parents=True)  # missing parents are created only when asked (see below)
     return tmp_path / "nested" / "dir" / "medrec.db"
 
 
-def test_open_creates_parent_dirs_schema_and_wal(db: Path) -> None:
+def test_open_creates_schema_and_wal(db: Path) -> None:
     with ResultStore(db) as store:
         assert store.schema_version == SCHEMA_VERSION
     assert db.exists()
@@ -78,7 +80,7 @@ def test_newer_schema_version_is_refused(db: Path) -> None:
     ResultStore(db).close()
     with sqlite3.connect(db) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match="schema version"):
+    with pytest.raises(StoreError, match="schema version"):
         ResultStore(db)
 
 
@@ -274,11 +276,11 @@ PRAGMA user_version = 1;
 
 
 def test_version_1_database_opens_and_migrates(db: Path) -> None:
-    db.parent.mkdir(parents=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(db) as conn:
         conn.executescript(_V1_SCHEMA)
     with ResultStore(db) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         old = store.get_run(1)
         assert old.run_key == "old" and old.train_seconds == 1.5
         assert old.code_hash is None and old.uncertainty is None and old.diagnostics == "{}"
@@ -287,7 +289,7 @@ def test_version_1_database_opens_and_migrates(db: Path) -> None:
         new = store.record_run(make_run("new", diagnostics={"epochs_run": 3}), make_metrics())
         assert store.get_run(new).diagnostics == '{"epochs_run":3}'
     with ResultStore(db) as store:  # re-opening a migrated file changes nothing
-        assert store.schema_version == 2 and len(store.runs()) == 2
+        assert store.schema_version == SCHEMA_VERSION and len(store.runs()) == 2
 
 
 def _raising_after_two():
@@ -425,3 +427,58 @@ def test_concurrent_writers_lose_nothing(db: Path) -> None:
                 run = store.completed_run(f"w{w}-{i}")
                 assert run is not None and len(store.metrics_for(run.id)) == 4
     assert count_rows(db, "metrics") == n_workers * (n_runs * 4 + n_replaced)
+
+
+def _not_sqlite(path):
+    path.write_text("hello, not a database")
+    return path
+
+
+def _directory(path):
+    path.mkdir()
+    return path
+
+
+def _under_a_file(path):
+    path.write_text("a file")
+    return path / "x.db"
+
+
+def _newer_schema(path):
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    return path
+
+
+def _other_runs_table(path):
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT)")
+    return path
+
+
+def _missing_folder(path):
+    return path / "no" / "such" / "x.db"
+
+
+@pytest.mark.parametrize("make, message", [
+    (_not_sqlite, "is not a medrec-bench SQLite database (file is not a database)"),
+    (_directory, "is a directory; expected a database file"),
+    (_under_a_file, "is a file, not a folder"),
+    (_newer_schema, f"schema version {SCHEMA_VERSION + 1}, this code supports up to {SCHEMA_VERSION}"),
+    (_other_runs_table, "is not a medrec-bench SQLite database"),
+    (_missing_folder, "does not exist (create it, or pass --create-dirs)"),
+])
+def test_a_path_that_is_not_a_store_is_a_one_line_error_and_left_alone(tmp_path, make, message):
+    path = make(tmp_path / "store")
+    before = path.read_bytes() if path.is_file() else None
+    with pytest.raises(StoreError, match=re.escape(message)) as err:
+        ResultStore(path)
+    assert "\n" not in str(err.value)
+    assert (path.read_bytes() if path.is_file() else None) == before  # nothing written into a foreign file
+    assert not (tmp_path / "store" / "no").exists()
+
+
+def test_parent_folders_are_created_only_when_asked(tmp_path):
+    with ResultStore(tmp_path / "a" / "b" / "r.db", create_parents=True) as store:
+        assert store.runs() == []

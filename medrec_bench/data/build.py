@@ -8,7 +8,8 @@ says the source and what distinguishes it: ``synthetic-2000``, ``synthetic-500-s
 
 from __future__ import annotations
 
-import tempfile
+import shutil
+import warnings
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from ..paths import cache_dir as default_cache_dir
-from .cache import atomic_folder, file_identity, fingerprint
+from .cache import CacheRebuiltWarning, atomic_folder, discard_if_corrupt, file_identity, fingerprint
 from .cohort import META_FILE, Cohort
 from .errors import DataError
 from .mimic3 import load_mimic3
@@ -130,18 +131,20 @@ def load_cohort(
     name = cohort_name(source, fp, options, synthetic)
     target = Path(cache or default_cache_dir()) / "cohorts" / f"{source}-{fp[:16]}"
     if (target / META_FILE).exists() and not rebuild:
-        return _named(Cohort.load(target), name)
+        cached = _verified_cohort(target, fp)
+        if cached is not None:
+            return _named(cached, name)
 
     bar = tqdm(total=3, desc=f"building {source} cohort", disable=not progress, unit="step")
 
     def write(tmp: Path) -> None:
+        raw_dir = tmp / ".raw"  # inside the temporary cache folder, so a killed build leaves nothing elsewhere
         if source == "synthetic":
-            with tempfile.TemporaryDirectory(prefix="medrec-synth-") as raw_dir:
-                bar.set_postfix_str("generating raw tables")
-                written = write_synthetic(raw_dir, n_patients=synthetic["patients"], seed=synthetic["seed"],
-                                          fmt=synthetic["format"], progress=progress)
-                bar.update()
-                raw = _loader(synthetic["format"])(written)
+            bar.set_postfix_str("generating raw tables")
+            written = write_synthetic(raw_dir, n_patients=synthetic["patients"], seed=synthetic["seed"],
+                                      fmt=synthetic["format"], progress=progress)
+            bar.update()
+            raw = _loader(synthetic["format"])(written)
         else:
             bar.set_postfix_str("reading tables")
             raw = _loader(source)(folder)
@@ -149,20 +152,33 @@ def load_cohort(
         raw.source = source
         bar.set_postfix_str("preprocessing")
         cohort = build_from_raw(raw, name, fp, options)
+        shutil.rmtree(raw_dir, ignore_errors=True)
         bar.update()
         bar.set_postfix_str("saving")
         cohort.save(tmp)
         bar.update()
 
     if rebuild and target.exists():
-        import shutil
-
         shutil.rmtree(target)
     try:
         atomic_folder(target, write)
     finally:
         bar.close()
     return _named(Cohort.load(target), name)
+
+
+def _verified_cohort(folder: Path, fp: str) -> Cohort | None:
+    """The cached cohort of ``folder`` when its files match their checksums and it is the cohort of fingerprint ``fp``;
+    else None, after one :class:`~medrec_bench.data.cache.CacheRebuiltWarning` and removing the folder."""
+    if discard_if_corrupt(folder, "cohort"):
+        return None
+    cohort = Cohort.load(folder)
+    if cohort.fingerprint != fp:
+        warnings.warn(f"cached cohort at {folder} is of fingerprint {cohort.fingerprint[:16]}, not {fp[:16]}; "
+                      f"rebuilding it", CacheRebuiltWarning, stacklevel=3)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return cohort
 
 
 def _named(cohort: Cohort, name: str) -> Cohort:

@@ -318,8 +318,11 @@ def _load_folder(name: str, folder: Path, dtype: torch.dtype, with_lm_head: bool
     except (OSError, ValueError) as exc:
         raise BackboneNotFound(f"backbone {name!r}: {folder} does not hold a loadable model config "
                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if not any(folder.glob("*.safetensors")):  # never torch's pickle-based .bin loading for a user-supplied folder
+        raise BackboneNotFound(f"backbone {name!r}: {folder} has no .safetensors weights (only safetensors are "
+                               f"loaded; convert the .bin files with transformers' save_pretrained(...))")
     is_causal = any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or []))
-    kwargs: dict[str, Any] = {"local_files_only": True, _dtype_kwarg(): dtype}
+    kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, _dtype_kwarg(): dtype}
     if device == "auto":
         kwargs["device_map"] = "auto"
     loader = AutoModelForCausalLM if (is_causal and with_lm_head) else AutoModel

@@ -4,15 +4,17 @@ one vector per sample) and, through :class:`ArrayStore`, the frozen-prefix state
 
 Layout of an :class:`ArrayStore` folder (one per fingerprint)::
 
-    index.json        {"format": 2, "fingerprint": str, "dim": int, "dtype": "float16", "shards": [file, ...],
-                       "rows": {key: [shard number, first row, number of rows]}}
+    index.json        {"format": 3, "fingerprint": str, "dim": int, "dtype": "float16", "shards": [file, ...],
+                       "sha256": {file: sha256 hex}, "rows": {key: [shard number, first row, number of rows]}}
     shard-0000.npy    float16 [rows, dim], opened with ``np.load(mmap_mode="r")``
     shard-0001.npy    ... (one shard per write)
 
 A sample key is the sha256 (hex) of ``patient_id``, a unit separator, and ``visit_id``. Files are written to a
 temporary name and renamed, so a crash never leaves a half-written index; two processes filling the same folder
-at the same time may compute the same rows twice (the last index written wins), never corrupt it. Without a folder
-the store lives in memory.
+at the same time may compute the same rows twice (the last index written wins), never corrupt it. Every shard the
+index points to is checked against its sha256 when the store opens: the rows of a changed or truncated shard are
+dropped (one :class:`~medrec_bench.data.cache.CacheRebuiltWarning`) and so computed again. Without a folder the store
+lives in memory.
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from medrec_bench.data.cache import CacheRebuiltWarning, file_sha256
 from medrec_bench.tasks.protocols import Sample
 
 __all__ = ["ArrayStore", "FeatureCache", "sample_key"]
 
 INDEX_FILE = "index.json"
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 FLOAT16_MAX = 65504.0
 
 
@@ -70,7 +74,7 @@ class ArrayStore:
 
     def _empty(self) -> dict:
         return {"format": INDEX_FORMAT, "fingerprint": self.fingerprint, "dim": self.dim, "dtype": "float16",
-                "shards": [], "rows": {}}
+                "shards": [], "sha256": {}, "rows": {}}
 
     def _read_index(self) -> dict:
         if self.folder is None or not (self.folder / INDEX_FILE).is_file():
@@ -82,8 +86,21 @@ class ArrayStore:
         if (index.get("format") != INDEX_FORMAT or index.get("fingerprint") != self.fingerprint
                 or index.get("dim") != self.dim):
             return self._empty()
-        if not all((self.folder / s).is_file() for s in index["shards"]):
-            return self._empty()
+        return self._verified(index)
+
+    def _verified(self, index: dict) -> dict:
+        """``index`` without the rows of shards that are missing or fail their checksum (those files removed)."""
+        assert self.folder is not None
+        used = sorted({row[0] for row in index["rows"].values()})
+        bad = {n for n in used if not (self.folder / index["shards"][n]).is_file()
+               or file_sha256(self.folder / index["shards"][n]) != index["sha256"].get(index["shards"][n])}
+        if bad:
+            names = ", ".join(index["shards"][n] for n in sorted(bad))
+            warnings.warn(f"cached arrays at {self.folder}: {names} missing or not what was written; their rows are "
+                          f"computed again", CacheRebuiltWarning, stacklevel=4)
+            index["rows"] = {k: row for k, row in index["rows"].items() if row[0] not in bad}
+            for n in bad:
+                (self.folder / index["shards"][n]).unlink(missing_ok=True)
         return index
 
     def __contains__(self, key: str) -> bool:
@@ -123,6 +140,7 @@ class ArrayStore:
         os.close(fd)
         try:
             np.save(tmp, np.concatenate(arrays, axis=0))
+            self._index["sha256"][name] = file_sha256(Path(tmp))
             os.replace(tmp, self.folder / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

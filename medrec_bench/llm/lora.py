@@ -5,11 +5,12 @@ settings of a prompt-based :class:`~medrec_bench.models.TorchRecommender` (:clas
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..registry import Range
 from .batches import TrainableStateModule
 from .calls import base_model, call_lm
 from .prompts import PromptConfig
@@ -65,6 +66,9 @@ class PromptLoRATraining:
     lr: float
     weight_decay: float
     module: Any
+    param_ranges: ClassVar[dict[str, Range]] = {
+        "lora_r": Range(ge=1), "lora_alpha": Range(gt=0), "lora_dropout": Range(ge=0, lt=1), "max_history": Range(ge=0),
+        "max_length": Range(ge=1), "effective_batch_size": Range(ge=1), "eval_batch_size": Range(ge=1)}
 
     @property
     def accumulation_steps(self) -> int:
