@@ -308,33 +308,52 @@ def show_cmd(run_id: int, store: Path) -> None:
 
 @main.command("leaderboard")
 @_store_option
-@click.option("--data", default=None, help="Only this dataset.")
+@click.option("--data", default=None, help="Only this cohort (its name, e.g. synthetic-2000).")
 @click.option("--protocol", default=None, help="Only this protocol.")
-@click.option("--group", default=None, help="Only this group (overall, single_visit, multi_visit, visits_*).")
-@click.option("--averaging", type=click.Choice(AVERAGINGS), default=None)
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
-def leaderboard_cmd(store: Path, data: str | None, protocol: str | None, group: str | None,
-                    averaging: str | None, fmt: str) -> None:
-    """Tables from the store, one per dataset / protocol / group / averaging / uncertainty method."""
-    from .report import leaderboard_records, leaderboard_tables, records_csv, records_json
+@click.option("--models", default=None, help="Only these comma-separated model names or aliases.")
+@click.option("--averaging", type=click.Choice(AVERAGINGS), default="sample", show_default=True)
+@click.option("--group", "groups", default=None, metavar="GROUPS",
+              help="Add a table of these comma-separated groups, e.g. visits_1,visits_2,visits_3,visits_4-5,visits_6+.")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "csv", "json"]), default="md", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write leaderboard.<format> into this folder instead of printing it.")
+def leaderboard_cmd(store: Path, data: str | None, protocol: str | None, models: str | None, averaging: str,
+                    groups: str | None, fmt: str, out: Path | None) -> None:
+    """One table per cohort x protocol from the store: models sorted by overall Jaccard, single- and multi-visit
+    columns, cost, the ground truth's reference row."""
+    from .leaderboard import FORMATS, build_boards, parse_groups, render
     from .store import ResultStore
 
     if not store.exists():
         raise _Error(f"no results store at {store} (run `medrec-bench run` first or pass --store)")
+    try:
+        group_names = parse_groups(groups)
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
+    names = None if models is None else [_model_name(m.strip()) for m in models.split(",") if m.strip()]
     with ResultStore(store) as db:
-        records = leaderboard_records(db, data=data, protocol=protocol, group=group, averaging=averaging)
-    if fmt == "json":
-        click.echo(records_json(records))
+        boards = build_boards(db, data=data, protocol=protocol, averaging=averaging, models=names)
+    try:
+        text = render(boards, fmt, group_names)
+    except ImportError as exc:
+        raise _Error(str(exc)) from None
+    if out is None:
+        click.echo(text, nl=False)
         return
-    if fmt == "csv":
-        click.echo(records_csv(records), nl=False)
-        return
-    tables = leaderboard_tables(records)
-    if not tables:
-        click.echo("no complete runs match")
-    for table in tables:
-        click.echo(f"\n## {table.title}\n")
-        click.echo(table.render())
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"leaderboard.{FORMATS[fmt]}"
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path} ({len(boards)} table(s))")
+
+
+def _model_name(name: str) -> str:
+    """The registered name of ``name`` (an alias resolves); a name the registry does not know stays as stored."""
+    from .registry import RegistryError
+
+    try:
+        return _registry().get(name).name
+    except RegistryError:
+        return name
 
 
 @main.command("rescore")
