@@ -1,7 +1,7 @@
 """The leaderboard page's plots: matplotlib figures of one :class:`~.board.Board`, as inline SVG text.
 
 Every plot shows each row's mean over seeds with its interval (see :class:`~.board.Estimate`). The SVG keeps text as
-text (searchable, small), carries no date and prefixes its element ids, so several plots can share one page and the
+text (searchable, small), carries no metadata and prefixes its element ids, so several plots can share one page and the
 same board always gives the same bytes. Uses ``matplotlib.figure.Figure`` directly (no pyplot, no GUI backend).
 """
 
@@ -158,7 +158,7 @@ def _svg(fig: Figure, prefix: str) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
-    text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.S)  # RDF: namespaces only
     text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', text)
     text = re.sub(r'url\(#([^)]+)\)', rf'url(#{prefix}-\1)', text)
     return re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', text)
