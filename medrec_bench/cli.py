@@ -187,7 +187,23 @@ def _overrides(sets: tuple[str, ...], registry) -> dict[str, dict[str, Any]]:
         raise _Error(str(exc)) from None
 
 
+def _apply_preset(ctx: click.Context, _param: click.Parameter, name: str | None) -> str | None:
+    """Eager ``--preset``: its values become the defaults of the other options (the command line still wins)."""
+    if name is not None:
+        from .presets import PresetError, load_preset
+
+        try:
+            preset = load_preset(name)
+        except PresetError as exc:
+            raise _Error(str(exc)) from None
+        ctx.default_map = {**(ctx.default_map or {}), **preset.run_defaults()}
+        ctx.meta["preset"] = preset
+    return name
+
+
 @main.command("run")
+@click.option("--preset", default=None, is_eager=True, expose_value=False, callback=_apply_preset, metavar="NAME",
+              help="A paper's protocol (medrec-bench list --presets): its options unless given here.")
 @click.option("--models", required=True, help="Comma-separated model names or aliases, e.g. gamenet,safedrug.")
 @_data_options
 @click.option("--protocol", type=_LibraryChoice(".tasks.protocols", "PROTOCOLS"), default="last_visit",
@@ -222,6 +238,14 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
         torch.set_num_threads(threads)
     registry = _registry()
     overrides = _overrides(sets, registry)
+    preset = click.get_current_context().meta.get("preset")
+    if preset is not None:
+        from .presets import PresetError
+
+        try:
+            overrides = preset.overrides(overrides)
+        except PresetError as exc:
+            raise _Error(str(exc)) from None
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
@@ -251,10 +275,18 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
               help="Print MODEL's resolved parameters and which layer (class, registry, --set) set each.")
 @click.option("--set", "sets", multiple=True, metavar="MODEL.PARAM=VALUE",
               help="An override to resolve (with --params).")
-def list_cmd(tag: str | None, model: str | None, sets: tuple[str, ...]) -> None:
-    """List registered models with aliases, tags and where they come from, or one model's parameters."""
+@click.option("--presets", is_flag=True, help="List the papers' presets (run --preset NAME) instead of the models.")
+def list_cmd(tag: str | None, model: str | None, sets: tuple[str, ...], presets: bool) -> None:
+    """List registered models with aliases, tags and where they come from, one model's parameters, or the presets."""
     from .registry import RegistryError
 
+    if presets:
+        from .presets import load_preset, preset_names
+
+        rows = [(p.name, p.data.get("source", ""), p.protocol, p.models, p.description)
+                for p in map(load_preset, preset_names())]
+        click.echo(tabulate(rows, headers=["preset", "data", "protocol", "models", "description"], tablefmt="github"))
+        return
     registry = _registry()
     if model is None:
         if sets:
