@@ -20,7 +20,7 @@ FORMATS = {"md": "md", "html": "html", "csv": "csv", "json": "json"}
 
 def render(boards: Sequence[Board], fmt: str, groups: Sequence[str] = ()) -> str:
     """``boards`` as markdown, HTML, CSV or JSON text; ``groups`` add the per-group table (md, html) or columns
-    (csv; JSON always holds every stored group)."""
+    (csv; JSON always holds the main columns and every visit-count group)."""
     if fmt == "md":
         return boards_markdown(boards, groups)
     if fmt == "csv":

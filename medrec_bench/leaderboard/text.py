@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .board import COST, MAIN_COLUMNS, Board, BoardRow, Column, Estimate
+from .board import COST, HISTORY_GROUPS, MAIN_COLUMNS, Board, BoardRow, Column, Estimate
 
 __all__ = ["REFERENCE_LABEL", "Cell", "board_columns", "boards_csv", "boards_json", "boards_markdown",
            "breakdown_columns", "format_estimate", "reference_cells", "render_markdown", "table_cells"]
@@ -108,7 +108,8 @@ def boards_markdown(boards: Sequence[Board], groups: Sequence[str] = ()) -> str:
 
 
 def _num(value: float | None) -> float | None:
-    return None if value is None or value != value else value
+    """A value for CSV / JSON: None for NaN, else rounded to 6 significant digits (far below any interval)."""
+    return None if value is None or value != value else float(f"{value:.6g}")
 
 
 def _estimate_dict(est: Estimate) -> dict[str, Any]:
@@ -116,18 +117,21 @@ def _estimate_dict(est: Estimate) -> dict[str, Any]:
 
 
 def boards_json(boards: Sequence[Board]) -> str:
-    """All boards as JSON: their notes, reference rows and every row's estimates (every stored group x metric)."""
+    """All boards as JSON: their notes, reference rows and each row's estimates of the main columns and of every
+    visit-count group (Jaccard, PRAUC)."""
+    keys = [c.key for c in (*board_columns(), *breakdown_columns(HISTORY_GROUPS))]
     out = []
     for b in boards:
+        reference = {k: _num(v) for k, v in b.reference.items()}
         out.append({
             "data": b.data, "protocol": b.protocol, "averaging": b.averaging, "uncertainty": b.uncertainty,
-            "note": b.note(), "pvalue_seed": b.pvalue_seed, "reference": b.reference,
+            "note": b.note(), "pvalue_seed": b.pvalue_seed, "reference": reference,
             "rows": [{"model": r.model, "name": r.name, "params_hash": r.params_hash, "n_seeds": r.n_seeds,
-                      "pvalue_vs_best": r.pvalue, "not_worse_than_best": b.not_worse(r),
+                      "pvalue_vs_best": _num(r.pvalue), "not_worse_than_best": b.not_worse(r),
                       "thresholds": list(r.thresholds),
-                      "cells": {k: _estimate_dict(e) for k, e in sorted(r.cells.items())}} for r in b.rows],
+                      "cells": {k: _estimate_dict(r.cells[k]) for k in keys if k in r.cells}} for r in b.rows],
         })
-    return json.dumps(out, indent=2, allow_nan=False) + "\n"
+    return json.dumps(out, indent=1, allow_nan=False) + "\n"
 
 
 def boards_csv(boards: Sequence[Board], groups: Sequence[str] = ()) -> str:
@@ -142,12 +146,12 @@ def boards_csv(boards: Sequence[Board], groups: Sequence[str] = ()) -> str:
         base = {"data": b.data, "protocol": b.protocol, "averaging": b.averaging, "uncertainty": b.uncertainty}
         for r in b.rows:
             line = {**base, "model": r.model, "params_hash": r.params_hash, "n_seeds": r.n_seeds,
-                    "pvalue_vs_best": r.pvalue}
+                    "pvalue_vs_best": _num(r.pvalue)}
             for c in columns:
                 if c.key in r.cells:
                     line.update({f"{c.key}.{k}": v for k, v in _estimate_dict(r.cells[c.key]).items()})
             writer.writerow(line)
         if b.reference:
             writer.writerow({**base, "model": REFERENCE_LABEL,
-                             **{f"{k}.mean": v for k, v in b.reference.items()}})
+                             **{f"{k}.mean": _num(v) for k, v in b.reference.items()}})
     return buf.getvalue()
