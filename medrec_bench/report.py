@@ -10,12 +10,9 @@ Reads the store and saved prediction files; imports neither the runner nor torch
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,53 +166,10 @@ def comparison_table(records: Sequence[dict[str, Any]], metrics: Sequence[str] =
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
-def records_csv(records: Sequence[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    keys = list(records[0]) if records else list(RECORD_KEYS)
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return buf.getvalue()
-
-
-def records_json(records: Sequence[dict[str, Any]]) -> str:
-    return json.dumps(list(records), indent=2)
-
-
-@dataclass(frozen=True)
-class LeaderboardTable:
-    """The records of one dataset / protocol / group / averaging / uncertainty method, models labelled."""
-
-    data: str
-    protocol: str
-    group: str
-    averaging: str
-    uncertainty: str | None
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def title(self) -> str:
-        seeds = max(r["n_seeds"] for r in self.records)
-        return (f"{self.data} / {self.protocol} / {self.group} / {self.averaging} averaging "
-                f"(up to {seeds} seed(s); {uncertainty_note(self.uncertainty, seeds)})")
-
-    def render(self, fmt: str = "github") -> str:
-        return comparison_table(self.records, fmt=fmt)
-
-
 def model_label(record: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
     """``model``, or ``model[params_hash]`` when ``records`` hold several configurations of that model."""
     configs = {r["params_hash"] for r in records if r["model"] == record["model"]}
     return record["model"] if len(configs) == 1 else f"{record['model']}[{record['params_hash']}]"
-
-
-def leaderboard_tables(records: Sequence[dict[str, Any]]) -> list[LeaderboardTable]:
-    """Group records into tables (in record order) and label each model by :func:`model_label`."""
-    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for r in records:
-        grouped.setdefault((r["data"], r["protocol"], r["group"], r["averaging"], r["uncertainty"]), []).append(r)
-    return [LeaderboardTable(*key, records=[{**r, "model": model_label(r, recs)} for r in recs])
-            for key, recs in grouped.items()]
 
 
 # --- p-values on saved predictions -----------------------------------------------------------------------------------
