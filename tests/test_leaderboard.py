@@ -161,6 +161,10 @@ def test_cli_leaderboard_formats_filters_and_out(store, tmp_path) -> None:
     out = runner.invoke(main, ["leaderboard", "--store", db, "--format", "json", "--out", str(tmp_path / "o")])
     assert out.exit_code == 0 and "leaderboard.json" in out.output
     assert json.loads((tmp_path / "o" / "leaderboard.json").read_text())[0]["protocol"] == "last_visit"
+    page = runner.invoke(main, ["leaderboard", "--store", db, "--format", "html", "--out", str(tmp_path / "o")])
+    assert page.exit_code == 0 and "leaderboard.html (1 table(s))" in page.output
+    html = (tmp_path / "o" / "leaderboard.html").read_text()
+    assert all(f'<tr data-model="{name}">' in html for name in MODELS)
     bad = runner.invoke(main, ["leaderboard", "--store", db, "--group", "visits_9"])
     assert bad.exit_code == 1 and bad.output.startswith("Error: unknown group 'visits_9'")
 
