@@ -235,7 +235,23 @@ def _with_required(names: list[str], registry) -> list:
     return out
 
 
+def _apply_preset(ctx: click.Context, _param: click.Parameter, name: str | None) -> str | None:
+    """Eager ``--preset``: its values become the defaults of the other options (the command line still wins)."""
+    if name is not None:
+        from .presets import PresetError, load_preset
+
+        try:
+            preset = load_preset(name)
+        except PresetError as exc:
+            raise _Error(str(exc)) from None
+        ctx.default_map = {**(ctx.default_map or {}), **preset.run_defaults()}
+        ctx.meta["preset"] = preset
+    return name
+
+
 @main.command("run")
+@click.option("--preset", default=None, is_eager=True, expose_value=False, callback=_apply_preset, metavar="NAME",
+              help="A paper's protocol (medrec-bench list --presets): its options unless given here.")
 @click.option("--models", required=True, help="Comma-separated model names or aliases, e.g. gamenet,safedrug.")
 @_data_options
 @click.option("--protocol", type=_LibraryChoice(".tasks.protocols", "PROTOCOLS"), default="last_visit",
@@ -269,6 +285,14 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
 
     registry = _registry()
     overrides = _overrides(sets, registry)
+    preset = click.get_current_context().meta.get("preset")
+    if preset is not None:
+        from .presets import PresetError
+
+        try:
+            overrides = preset.overrides(overrides)
+        except PresetError as exc:
+            raise _Error(str(exc)) from None
     seed_list = _seeds(seeds)
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names or not seed_list:
@@ -307,10 +331,18 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
               help="Print MODEL's resolved parameters and which layer (class, registry, --set) set each.")
 @click.option("--set", "sets", multiple=True, metavar="MODEL.PARAM=VALUE",
               help="An override to resolve (with --params).")
-def list_cmd(tag: str | None, model: str | None, sets: tuple[str, ...]) -> None:
-    """List registered models with aliases, tags and where they come from, or one model's parameters."""
+@click.option("--presets", is_flag=True, help="List the papers' presets (run --preset NAME) instead of the models.")
+def list_cmd(tag: str | None, model: str | None, sets: tuple[str, ...], presets: bool) -> None:
+    """List registered models with aliases, tags and where they come from, one model's parameters, or the presets."""
     from .registry import RegistryError
 
+    if presets:
+        from .presets import load_preset, preset_names
+
+        rows = [(p.name, p.data.get("source", ""), p.protocol, p.models, p.description)
+                for p in map(load_preset, preset_names())]
+        click.echo(tabulate(rows, headers=["preset", "data", "protocol", "models", "description"], tablefmt="github"))
+        return
     registry = _registry()
     if model is None:
         if sets:
@@ -362,30 +394,49 @@ def show_cmd(run_id: int, store: Path) -> None:
 
 @main.command("leaderboard")
 @_store_option
-@click.option("--data", default=None, help="Only this dataset.")
+@click.option("--data", default=None, help="Only this cohort (its name, e.g. synthetic-2000).")
 @click.option("--protocol", default=None, help="Only this protocol.")
-@click.option("--group", default=None, help="Only this group (overall, single_visit, multi_visit, visits_*).")
-@click.option("--averaging", type=click.Choice(AVERAGINGS), default=None)
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
-def leaderboard_cmd(store: Path, data: str | None, protocol: str | None, group: str | None,
-                    averaging: str | None, fmt: str) -> None:
-    """Tables from the store, one per dataset / protocol / group / averaging / uncertainty method."""
-    from .report import leaderboard_records, leaderboard_tables, records_csv, records_json
+@click.option("--models", default=None, help="Only these comma-separated model names or aliases.")
+@click.option("--averaging", type=click.Choice(AVERAGINGS), default="sample", show_default=True)
+@click.option("--group", "groups", default=None, metavar="GROUPS",
+              help="Add a table of these comma-separated groups, e.g. visits_1,visits_2,visits_3,visits_4-5,visits_6+.")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "csv", "json"]), default="md", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write leaderboard.<format> into this folder instead of printing it.")
+def leaderboard_cmd(store: Path, data: str | None, protocol: str | None, models: str | None, averaging: str,
+                    groups: str | None, fmt: str, out: Path | None) -> None:
+    """One table per cohort x protocol from the store: models sorted by overall Jaccard, single- and multi-visit
+    columns, cost, the ground truth's reference row."""
+    from .leaderboard import FORMATS, build_boards, parse_groups, render
 
+    try:
+        group_names = parse_groups(groups)
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
+    names = None if models is None else [_model_name(m.strip()) for m in models.split(",") if m.strip()]
     with _open_store(store) as db:
-        records = leaderboard_records(db, data=data, protocol=protocol, group=group, averaging=averaging)
-    if fmt == "json":
-        click.echo(records_json(records))
+        boards = build_boards(db, data=data, protocol=protocol, averaging=averaging, models=names)
+    try:
+        text = render(boards, fmt, group_names)
+    except ImportError as exc:
+        raise _Error(str(exc)) from None
+    if out is None:
+        click.echo(text, nl=False)
         return
-    if fmt == "csv":
-        click.echo(records_csv(records), nl=False)
-        return
-    tables = leaderboard_tables(records)
-    if not tables:
-        click.echo("no complete runs match")
-    for table in tables:
-        click.echo(f"\n## {table.title}\n")
-        click.echo(table.render())
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"leaderboard.{FORMATS[fmt]}"
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path} ({len(boards)} table(s))")
+
+
+def _model_name(name: str) -> str:
+    """The registered name of ``name`` (an alias resolves); a name the registry does not know stays as stored."""
+    from .registry import RegistryError
+
+    try:
+        return _registry().get(name).name
+    except RegistryError:
+        return name
 
 
 @main.command("rescore")

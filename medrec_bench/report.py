@@ -10,12 +10,9 @@ Reads the store and saved prediction files; imports neither the runner nor torch
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ from .evaluate import paired_bootstrap_pvalue, per_patient_values
 from .extras import require_extra
 from .metrics import METRICS, multilabel_scores, per_sample_ddi, safe_div
 from .predictions import load_predictions
-from .store import ResultStore, canonical_json
+from .store import ResultStore, RunRecord, canonical_json
 
 TABLE_METRICS = ("jaccard", "prauc", "f1", "ddi_rate", "n_drugs")
 LABELS = {"jaccard": "Jaccard", "prauc": "PRAUC", "f1": "F1", "precision": "Precision", "recall": "Recall",
@@ -46,6 +43,17 @@ def params_hash(params: Any, data_fingerprint: str, code_hash: str | None = None
     """
     text = canonical_json(params) + "\n" + str(data_fingerprint) + ("" if code_hash is None else "\n" + code_hash)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def run_config(run: RunRecord) -> str:
+    """The :func:`params_hash` of a stored run: runs pool over seeds when it, model, data, protocol and uncertainty
+    method agree."""
+    return params_hash(run.params, run.data_fingerprint, run.code_hash)
+
+
+def run_recency(run: RunRecord) -> tuple[str, int]:
+    """Sort key of a run's recency (``ended_at``, then id): of several runs of one seed, the most recent counts."""
+    return (run.ended_at or "", int(run.id or 0))
 
 
 def leaderboard_records(store: ResultStore, data: str | None = None, protocol: str | None = None,
@@ -74,9 +82,8 @@ def leaderboard_records(store: ResultStore, data: str | None = None, protocol: s
     groups: dict[tuple[Any, ...], dict[int, tuple[tuple[str, int], float, float, float]]] = {}
     for run, m in store.complete_metrics(data=data, protocol=protocol, group=group, averaging=averaging,
                                          metric=metric):
-        key = (run.model, params_hash(run.params, run.data_fingerprint, run.code_hash), run.data, run.protocol,
-               m.group, m.averaging, m.metric, run.uncertainty)
-        recency = (run.ended_at or "", int(run.id or 0))
+        key = (run.model, run_config(run), run.data, run.protocol, m.group, m.averaging, m.metric, run.uncertainty)
+        recency = run_recency(run)
         per_seed = groups.setdefault(key, {})
         if run.seed not in per_seed or per_seed[run.seed][0] < recency:
             per_seed[run.seed] = (recency, m.mean, m.ci_low, m.ci_high)
@@ -159,53 +166,10 @@ def comparison_table(records: Sequence[dict[str, Any]], metrics: Sequence[str] =
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
-def records_csv(records: Sequence[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    keys = list(records[0]) if records else list(RECORD_KEYS)
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return buf.getvalue()
-
-
-def records_json(records: Sequence[dict[str, Any]]) -> str:
-    return json.dumps(list(records), indent=2)
-
-
-@dataclass(frozen=True)
-class LeaderboardTable:
-    """The records of one dataset / protocol / group / averaging / uncertainty method, models labelled."""
-
-    data: str
-    protocol: str
-    group: str
-    averaging: str
-    uncertainty: str | None
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def title(self) -> str:
-        seeds = max(r["n_seeds"] for r in self.records)
-        return (f"{self.data} / {self.protocol} / {self.group} / {self.averaging} averaging "
-                f"(up to {seeds} seed(s); {uncertainty_note(self.uncertainty, seeds)})")
-
-    def render(self, fmt: str = "github") -> str:
-        return comparison_table(self.records, fmt=fmt)
-
-
 def model_label(record: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
     """``model``, or ``model[params_hash]`` when ``records`` hold several configurations of that model."""
     configs = {r["params_hash"] for r in records if r["model"] == record["model"]}
     return record["model"] if len(configs) == 1 else f"{record['model']}[{record['params_hash']}]"
-
-
-def leaderboard_tables(records: Sequence[dict[str, Any]]) -> list[LeaderboardTable]:
-    """Group records into tables (in record order) and label each model by :func:`model_label`."""
-    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for r in records:
-        grouped.setdefault((r["data"], r["protocol"], r["group"], r["averaging"], r["uncertainty"]), []).append(r)
-    return [LeaderboardTable(*key, records=[{**r, "model": model_label(r, recs)} for r in recs])
-            for key, recs in grouped.items()]
 
 
 # --- p-values on saved predictions -----------------------------------------------------------------------------------
@@ -231,12 +195,13 @@ def per_patient_scores(path: Path, threshold: float, metric: str = "jaccard") ->
 
 
 def pvalues_vs_best(prediction_files: dict[str, tuple[Path, float]], metric: str = "jaccard",
-                    n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+                    n_boot: int = 1000, seed: int = 0, best: str | None = None) -> dict[str, float]:
     """Paired bootstrap p-value of each model vs the best (by mean per-patient ``metric``) on the same patients.
 
     ``prediction_files``: model -> (saved predictions of one run, its threshold). "Best" follows the metric's
     direction (:data:`medrec_bench.metrics.METRICS`: highest Jaccard, lowest DDI rate); a metric without one is an
-    error. The best model, and models scored on other patients, get no p-value.
+    error. ``best`` names it instead (e.g. the best of a table averaged otherwise). The best model, and models scored
+    on other patients, get no p-value.
     """
     info = METRICS.get(metric)
     if info is None or info.higher_is_better is None:
@@ -245,8 +210,11 @@ def pvalues_vs_best(prediction_files: dict[str, tuple[Path, float]], metric: str
                    for model, (path, threshold) in prediction_files.items()}
     if len(per_patient) < 2:
         return {}
-    pick = max if info.higher_is_better else min
-    best = pick(per_patient, key=lambda m: per_patient[m][1].mean())
+    if best is None:
+        pick = max if info.higher_is_better else min
+        best = pick(per_patient, key=lambda m: per_patient[m][1].mean())
+    elif best not in per_patient:
+        raise ValueError(f"best model {best!r} has no predictions file")
     ids_best, vals_best = per_patient[best]
     out = {}
     for model, (ids, vals) in per_patient.items():
@@ -291,7 +259,7 @@ def run_summary(store: ResultStore, run_ids: Iterable[int | None], *, group: str
     if not runs:
         raise ValueError("no stored runs to summarise")
     first = runs[0]
-    configs = {(r.model, params_hash(r.params, r.data_fingerprint, r.code_hash), r.uncertainty) for r in runs}
+    configs = {(r.model, run_config(r), r.uncertainty) for r in runs}
     records = [r for r in leaderboard_records(store, data=first.data, protocol=first.protocol, group=group,
                                               averaging=averaging)
                if (r["model"], r["params_hash"], r["uncertainty"]) in configs]

@@ -52,17 +52,15 @@ def test_run_leaderboard_show_rescore(cli, tmp_path):
     again = cli("run", "--models", "popular,lr", *cli.data, "--store", store, "--n-boot", "50", "--seeds", "0,1",
                 "--set", "logistic.epochs=2").output
     assert again.count("[done]") == 4
-    records = json.loads(cli("leaderboard", "--store", store, "--format", "json").output)
-    keys = {"model", "data", "protocol", "group", "averaging", "metric", "mean", "ci_low", "ci_high", "n_seeds",
-            "params_hash", "uncertainty"}
-    assert records and all(keys == set(r) for r in records)
-    assert {r["n_seeds"] for r in records if r["group"] == "overall"} == {2}
-    assert {r["uncertainty"] for r in records} == {"bootstrap"}
-    board = cli("leaderboard", "--store", store).output
-    heading = (r"## mimic3-[0-9a-f]{8} / last_visit / overall / sample averaging \(up to 2 seed\(s\); "
-               r"mean over seeds ± half")
-    assert re.search(heading, board)  # the cohort's name: source + fingerprint
-    assert cli("leaderboard", "--store", store, "--format", "csv").output.startswith("model,")
+    (board,) = json.loads(cli("leaderboard", "--store", store, "--format", "json").output)
+    assert (board["protocol"], board["averaging"], board["uncertainty"]) == ("last_visit", "sample", "bootstrap")
+    assert {r["name"] for r in board["rows"]} == {"popular", "logistic"}
+    assert {r["n_seeds"] for r in board["rows"]} == {2}
+    text = cli("leaderboard", "--store", store).output
+    assert re.findall(r"^## .*$", text, flags=re.M) == [f"## {board['data']} / last_visit"]
+    assert re.fullmatch(r"mimic3-[0-9a-f]{8}", board["data"])  # the cohort's name: source + fingerprint
+    assert "mean over seeds ± half the mean per-seed 95% bootstrap CI" in text
+    assert cli("leaderboard", "--store", store, "--format", "csv").output.startswith("data,protocol,averaging,")
     assert "jaccard" in cli("show", "1", "--store", store).output
     shown = cli("show", "3", "--store", store).output  # logistic, seed 0
     assert re.search(r"\| epochs_run\s+\| 2\s+\|", shown) and "best_epoch" in shown

@@ -13,13 +13,13 @@ import pytest
 import medrec_bench
 from medrec_bench import resources
 from medrec_bench.evaluate import UNCERTAINTY_METHODS
+from medrec_bench.leaderboard import build_boards
 from medrec_bench.predictions import save_predictions
 from medrec_bench.records import MetricResult
 from medrec_bench.report import (
     INTERVALS,
     RECORD_KEYS,
     leaderboard_records,
-    leaderboard_tables,
     params_hash,
     pvalues_vs_best,
     results,
@@ -120,9 +120,9 @@ def test_code_versions_and_uncertainty_methods_are_not_pooled(store) -> None:
     assert [(r["mean"], r["uncertainty"], r["n_seeds"]) for r in recs] == [
         (0.3, "bootstrap", 1), (0.5, "bootstrap", 1), (0.7, "rounds_with_replacement", 1)]
     assert recs[0]["params_hash"] != recs[1]["params_hash"] == recs[2]["params_hash"]
-    tables = leaderboard_tables(recs)
-    assert [(t.uncertainty, [r["model"] for r in t.records]) for t in tables] == [
-        ("bootstrap", [f"safedrug[{recs[0]['params_hash']}]", f"safedrug[{recs[1]['params_hash']}]"]),
+    boards = build_boards(store)  # one board per uncertainty method; configurations of one model told apart
+    assert [(b.uncertainty, sorted(r.model for r in b.rows)) for b in boards] == [
+        ("bootstrap", sorted([f"safedrug[{recs[0]['params_hash']}]", f"safedrug[{recs[1]['params_hash']}]"])),
         ("rounds_with_replacement", ["safedrug"]),
     ]
 
@@ -145,16 +145,13 @@ def test_uncertainty_note(uncertainty, seeds, note) -> None:
     assert uncertainty_note(uncertainty, seeds) == note
 
 
-def test_table_title_says_what_the_interval_is(store) -> None:
+def test_table_note_says_what_the_interval_is(store) -> None:
     for seed in (0, 1):
         store.record_run(make_run(f"r{seed}", seed=seed, uncertainty="rounds_without_replacement"), make_metrics())
-    tables = leaderboard_tables(leaderboard_records(store))
-    assert [t.title for t in tables] == [
-        "synthetic / temporal / multi_visit / patient averaging (up to 2 seed(s); "
-        "mean over seeds ± mean per-seed std over rounds (without replacement))",
-        "synthetic / temporal / overall / sample averaging (up to 2 seed(s); "
-        "mean over seeds ± mean per-seed std over rounds (without replacement))",
-    ]
+    assert [b.title for b in build_boards(store, averaging=None)] == ["synthetic / temporal"] * 2
+    for board in build_boards(store, averaging=None):
+        assert (f"{board.averaging} averaging; decision threshold 0.5 on every run; metrics: mean over seeds ± mean "
+                "per-seed std over rounds (without replacement);") in board.note()
 
 
 # --- p-values ---------------------------------------------------------------------------------------------------------
