@@ -42,14 +42,16 @@ def split(demo_cohort):
     return make_splits(demo_cohort, "visit", seed=0)
 
 
-def padded_batch(samples) -> list:
-    """``N_VISITS`` samples with different history lengths and code counts, so the batch pads visits and codes."""
-    by_length: dict[int, object] = {}
+def padded_batch(samples, rates: torch.Tensor, target_ddi: float) -> list:
+    """``N_VISITS`` samples with visits above and at or below ``target_ddi`` (``rates`` [len(samples)]: their DDI
+    rates), then different history lengths and long code sets, so that the batch pads visits and codes."""
+    above = [s for s, r in zip(samples, rates.tolist()) if r > target_ddi]
+    below = [s for s, r in zip(samples, rates.tolist()) if r <= target_ddi]
+    chosen = above[:1] + below[:1]
     for s in sorted(samples, key=lambda s: -(len(s.diagnoses) + len(s.procedures))):
-        by_length.setdefault(s.n_visits, s)
-    chosen = list(by_length.values())[:N_VISITS]
-    chosen += [s for s in samples if s not in chosen][:N_VISITS - len(chosen)]
-    return chosen
+        if len(chosen) < N_VISITS and s.n_visits not in {c.n_visits for c in chosen}:
+            chosen.append(s)
+    return chosen + [s for s in samples if s not in chosen][:N_VISITS - len(chosen)]
 
 
 def gradients(model, samples, ctx) -> dict[str, torch.Tensor]:
@@ -65,17 +67,20 @@ def gradients(model, samples, ctx) -> dict[str, torch.Tensor]:
 def test_batch_gradient_is_mean_of_single_visit_gradients(name, demo_cohort, split, tmp_path):
     cls, params = MODELS[name]
     ctx = Context.from_cohort(demo_cohort, seed=0, work_dir=tmp_path)
-    samples = padded_batch(list(split.train))
-    assert len({s.n_visits for s in samples}) >= 3, "the batch must pad visits"
-    # the warm-up fit, then the DDI target between the batch's visit DDI rates, so that it holds visits above and below
+    # the warm-up fit, then a DDI target between the training visits' DDI rates and a batch on both sides of it
     epochs, batch_size, lr = WARM_UP[name]
     model = cls(**params, epochs=epochs, batch_size=batch_size, lr=lr, ddi_rate_scope="visit")
-    model.fit(list(split.train), [], ctx)
+    train = list(split.train)
+    model.fit(train, [], ctx).module.train()
     with torch.no_grad():
-        rates = visit_ddi_rates(model.module(model.make_batch(samples, ctx)), model.module.ddi_adj)
+        rates = visit_ddi_rates(model.module(model.make_batch(train, ctx)), model.module.ddi_adj)
     model.target_ddi = float(rates.min() + rates.max()) / 2
-    assert bool((rates > model.target_ddi).any()) and bool((rates <= model.target_ddi).any()), rates
-    model.module.train()
+    assert float(rates.max()) > float(rates.min()), "the warm-up must give visits different DDI rates"
+    samples = padded_batch(train, rates, model.target_ddi)
+    assert len({s.n_visits for s in samples}) >= 3, "the batch must pad visits"
+    with torch.no_grad():
+        batch_rates = visit_ddi_rates(model.module(model.make_batch(samples, ctx)), model.module.ddi_adj)
+    assert bool((batch_rates > model.target_ddi).any() & (batch_rates <= model.target_ddi).any()), batch_rates
     batch = gradients(model, samples, ctx)
     singles = [gradients(model, [s], ctx) for s in samples]
     assert any(g.abs().sum() > 0 for g in batch.values())
