@@ -5,10 +5,10 @@ Model. A :class:`~baselines.encoders.PatientEncoder` (sum-pooled code embeddings
 ``emb_dim`` per code type, query ``q = Linear(ReLU([h_dx, h_px]))`` of the current visit) gives the substructure
 relevance ``w = sigmoid(W q)`` [S]. Drugs:
 
-- molecules: a ``gnn_layers``-layer GIN with bond features (``torch_geometric.nn.GINEConv``: messages
-  ``ReLU(h_j + e_ij)``, MLP(d, 2d, BatchNorm, ReLU, d), then BatchNorm, ReLU except after the last layer, dropout;
-  atoms and bonds embedded from RDKit features), mean-pooled per molecule and averaged per ATC3 class -> ``g``
-  [|M|, d];
+- molecules: a ``gnn_layers``-layer GIN with bond features (``torch_geometric.nn.GINEConv``'s layer, computed by
+  :class:`EdgeGINConv` on index tensors built once: messages ``ReLU(h_j + e_ij)``, MLP(d, 2d, BatchNorm, ReLU, d),
+  then BatchNorm, ReLU except after the last layer, dropout; atoms and bonds embedded from RDKit features),
+  mean-pooled per molecule and averaged per ATC3 class -> ``g`` [|M|, d];
 - substructures: the BRICS fragments of the drugs, encoded by a second GIN (``substructure_encoder="gin"``) or a free
   embedding table (``"embedding"``), then a set-attention block over all substructures (Set Transformer SAB,
   ``heads`` heads) -> ``s`` [S, d];
@@ -41,8 +41,6 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch_geometric.nn import GINEConv, global_mean_pool
 
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.molecules import ATOM_FEATURES, BOND_FEATURES, DrugMolecules
@@ -51,7 +49,23 @@ from medrec_bench.tasks import VisitBatch
 
 from .ddi_loss import DDIControlledTraining, Scope, check_rate_scope
 from .encoders import (CategoricalEmbedding, DrugMoleculeEncoder, MolecularGraphs, PatientEncoder, context_molecules,
-                       ddi_tensor, extend_substructure_mask)
+                       ddi_tensor, dropout, extend_substructure_mask)
+
+
+class EdgeGINConv(nn.Module):
+    """``torch_geometric.nn.GINEConv`` (Hu et al., ICLR 2020; ``train_eps=True``) on :class:`MolecularGraphs`:
+    ``nn((1 + eps) h_i + sum_{j -> i} ReLU(h_j + e_ij))``, float [N, d] -> [N, d]. Plain gathers and an
+    ``index_add_`` on index tensors built once instead of PyG's message passing; the parameters keep GINEConv's
+    names (``nn``, ``eps``), so saved states load unchanged."""
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.nn = mlp
+        self.eps = nn.Parameter(torch.zeros(1))
+
+    def forward(self, h: torch.Tensor, graphs: MolecularGraphs, edges: torch.Tensor) -> torch.Tensor:
+        messages = torch.relu(graphs.sources(h) + edges)
+        return self.nn(graphs.neighbour_sum(messages) + (1 + self.eps) * h)
 
 
 class MoleculeGIN(nn.Module):
@@ -62,8 +76,8 @@ class MoleculeGIN(nn.Module):
         self.atoms = CategoricalEmbedding(list(ATOM_FEATURES.values()), dim)
         self.bonds = nn.ModuleList([CategoricalEmbedding(list(BOND_FEATURES.values()), dim) for _ in range(layers)])
         self.convs = nn.ModuleList([
-            GINEConv(nn.Sequential(nn.Linear(dim, 2 * dim), nn.BatchNorm1d(2 * dim), nn.ReLU(),
-                                   nn.Linear(2 * dim, dim)), train_eps=True)
+            EdgeGINConv(nn.Sequential(nn.Linear(dim, 2 * dim), nn.BatchNorm1d(2 * dim), nn.ReLU(),
+                                      nn.Linear(2 * dim, dim)))
             for _ in range(layers)])
         self.norms = nn.ModuleList([nn.BatchNorm1d(dim) for _ in range(layers)])
         self.dropout = dropout
@@ -72,11 +86,11 @@ class MoleculeGIN(nn.Module):
         h = graphs.atoms(self.atoms)
         last = len(self.convs) - 1
         for k, (conv, norm, bonds) in enumerate(zip(self.convs, self.norms, self.bonds)):
-            h = norm(conv(h, graphs.edge_index, graphs.bonds(bonds)))
+            h = norm(conv(h, graphs, graphs.bonds(bonds)))
             if k < last:
                 h = torch.relu(h)
-            h = F.dropout(h, self.dropout, training=self.training)
-        return global_mean_pool(h, graphs.batch, size=graphs.n_graphs)
+            h = dropout(h, self.dropout, self.training)
+        return graphs.mean_pool(h)
 
 
 class SetAttentionBlock(nn.Module):
@@ -107,6 +121,9 @@ class MoleRecNet(nn.Module):
         # substructures (+ one pseudo-substructure per drug without any)
         mask = extend_substructure_mask(torch.as_tensor(molecules.mask))
         self.register_buffer("substructure_mask", mask)
+        index, valid = own_substructures(mask)  # [M, K], built once
+        self.register_buffer("own_index", index, persistent=False)
+        self.register_buffer("own_padding", ~valid, persistent=False)
         self.n_substructures = molecules.n_substructures
         n_extra = mask.shape[1] - self.n_substructures
         self.substructure_encoder = substructure_encoder
@@ -144,13 +161,14 @@ class MoleRecNet(nn.Module):
         subs = self.substructure_embeddings()  # [S', d]
         # each drug attends over its own substructures only: gather them (K = most substructures of a drug), which
         # is the masked softmax over all S' columns without the masked work
-        index, valid = own_substructures(self.substructure_mask)  # [M, K]
-        keys = self.k_proj(subs)[index]  # [M, K, d]
+        m, k = self.own_index.shape
+        flat = self.own_index.view(-1)
+        keys = self.k_proj(subs).index_select(0, flat).view(m, k, -1)  # [M, K, d]
         logits = (self.q_proj(drugs).unsqueeze(1) * keys).sum(-1) / math.sqrt(drugs.shape[1])
-        attention = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)  # [M, K]
+        attention = torch.softmax(logits.masked_fill(self.own_padding, float("-inf")), dim=-1)  # [M, K]
         # drug representation per visit: sum_j alpha_ij w_j s_j  -> [B, M, d]
-        weights = attention.unsqueeze(0) * relevance[:, index]  # [B, M, K]
-        represented = torch.einsum("bmk,mkd->bmd", weights, subs[index])
+        weights = attention.unsqueeze(0) * relevance.index_select(1, flat).view(-1, m, k)  # [B, M, K]
+        represented = torch.einsum("bmk,mkd->bmd", weights, subs.index_select(0, flat).view(m, k, -1))
         return self.score(represented).squeeze(-1)
 
 
@@ -214,4 +232,4 @@ class MoleRec(DDIControlledTraining, TorchRecommender):
         return {"rule": "molerec", "coef": self.coef}
 
 
-__all__ = ["MoleRec", "MoleRecNet", "MoleculeGIN", "SetAttentionBlock"]
+__all__ = ["EdgeGINConv", "MoleRec", "MoleRecNet", "MoleculeGIN", "SetAttentionBlock", "own_substructures"]

@@ -6,8 +6,9 @@ Model. A :class:`~baselines.encoders.PatientEncoder` (sum-pooled code embeddings
 
 - global (molecule) encoder: a message-passing network over every molecule of every drug (RDKit graphs from
   :mod:`medrec_bench.molecules`; ``mpnn_layers`` layers of ``h <- u + sum_{j in N(i)} u_j`` with
-  ``u = ReLU(W h)``, i.e. ``torch_geometric.nn.SimpleConv(combine_root="sum")`` on ``ReLU(Linear(h))``, then a sum
-  over atoms), averaged per ATC3 class -> ``E`` [|M|, d]; ``m_g = LayerNorm(s + W s)`` with ``s = sigmoid(h E^T)``;
+  ``u = ReLU(W h)``, i.e. ``torch_geometric.nn.SimpleConv(combine_root="sum")`` on ``ReLU(Linear(h))`` (computed
+  with :class:`~baselines.encoders.MolecularGraphs`' gathers and sums), then a sum over atoms), averaged per ATC3
+  class -> ``E`` [|M|, d]; ``m_g = LayerNorm(s + W s)`` with ``s = sigmoid(h E^T)``;
 - local (substructure) encoder: the BRICS drug x substructure mask ``H`` [|M|, S]; substructure weights
   ``sigmoid(W_1 h)`` [S] are mapped to drugs by a bias-free linear layer whose weight [S, |M|] is masked by ``H^T``.
 
@@ -38,7 +39,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch_geometric.nn import SimpleConv, global_add_pool
 
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.molecules import ATOM_FEATURES, DrugMolecules
@@ -58,13 +58,13 @@ class MoleculeMPNN(nn.Module):
         super().__init__()
         self.atoms = CategoricalEmbedding(list(ATOM_FEATURES.values()), dim)
         self.linears = nn.ModuleList([nn.Linear(dim, dim) for _ in range(layers)])
-        self.propagate = SimpleConv(aggr="sum", combine_root="sum")
 
     def forward(self, graphs: MolecularGraphs) -> torch.Tensor:
         h = graphs.atoms(self.atoms)
         for linear in self.linears:
-            h = self.propagate(torch.relu(linear(h)), graphs.edge_index)
-        return global_add_pool(h, graphs.batch, size=graphs.n_graphs)
+            u = torch.relu(linear(h))
+            h = graphs.neighbour_sum(graphs.sources(u)) + u  # SimpleConv(aggr="sum", combine_root="sum")
+        return graphs.sum_pool(h)
 
 
 class SafeDrugNet(nn.Module):

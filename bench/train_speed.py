@@ -4,9 +4,15 @@ Usage::
 
     python bench/train_speed.py [--models gamenet,safedrug,molerec] [--patients 2000] [--protocol visit]
                                 [--bs1-steps 150] [--repeats 3] [--epochs 15] [--quality-patients 2000]
-                                [--seeds 0,1,2] [--skip-quality] [--defaults] [--threads 1] [--cache DIR]
+                                [--seeds 0,1,2] [--skip-speed] [--skip-quality] [--defaults] [--threads 1] [--cache DIR]
+    python bench/train_speed.py --step-ms [--steps 30] [--models ...] [--patients 2000]
 
-Three measurements on the embedded synthetic cohort, each model with its registry parameters (``registry.yaml``):
+``--step-ms`` alone: the milliseconds of one training step (make the batch, forward and loss, backward, Adam step;
+median of ``--steps`` steps after 3 warm-up steps, the network in training mode; CPU time of the process, and the
+wall time) at batch size 1 and at the registry batch size, on the ``--patients`` cohort; nothing else runs.
+
+Otherwise three measurements on the embedded synthetic cohort, each model with its registry parameters
+(``registry.yaml``):
 
 1. speed: one training epoch in mini-batches (registry ``batch_size`` and ``lr``) on the ``--patients`` cohort, timed
    without the per-epoch validation pass, next to batch size 1 with the authors' learning rate; the batch-size-1 arm
@@ -17,7 +23,10 @@ Three measurements on the embedded synthetic cohort, each model with its registr
    default-size embedded cohort; batch size 1 takes about 10 min per seed for SafeDrug there and about 1 h 50 min
    for MoleRec, so pass a smaller cohort for a quick look), for each of ``--seeds``; same data for both arms.
    Reported: mean and standard deviation over the seeds of the validation Jaccard (threshold 0.5) and PRAUC, and
-   the mean paired difference mini-batch minus batch 1 (the target: >= 0 for Jaccard);
+   the mean paired difference mini-batch minus batch 1 (the target: >= 0 for Jaccard); then, to tell ranking from
+   calibration, the mean predicted set size at 0.5 next to the truth's, and the Jaccard at the threshold tuned on
+   the same validation split (``medrec_bench.evaluate.tune_threshold``; an upper bound of what re-thresholding can
+   give);
 3. ``--defaults``: the registry defaults end to end on the ``--patients`` cohort (early stopping included), with
    the training seconds and test scores.
 
@@ -46,6 +55,7 @@ except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medrec_bench.data import load_cohort  # noqa: E402
+from medrec_bench.evaluate import tune_threshold  # noqa: E402
 from medrec_bench.metrics import ddi_rate, multilabel_scores  # noqa: E402
 from medrec_bench.models import Context  # noqa: E402
 from medrec_bench.registry import default_registry  # noqa: E402
@@ -83,11 +93,61 @@ def timed_fit(model: Any, train: list, val: list, ctx: Context) -> tuple[float, 
 
 
 def scores(model: Any, samples: list, cohort: Any) -> dict[str, float]:
+    """Jaccard, PRAUC, DDI rate and mean set size at the model's threshold; the truth's mean set size; the tuned
+    threshold on ``samples`` and the Jaccard there."""
     prob = model.predict_proba(samples)
     truth = targets_matrix(samples, len(cohort.vocab.drugs)).numpy()
     s = multilabel_scores(truth, prob, model.default_threshold)
+    tuned = tune_threshold(truth, prob)
     return {"jaccard": float(s["jaccard"].mean()), "prauc": float(s["prauc"].mean()),
-            "ddi": ddi_rate(prob >= model.default_threshold, cohort.ddi)}
+            "ddi": ddi_rate(prob >= model.default_threshold, cohort.ddi), "n_drugs": float(s["n_drugs"].mean()),
+            "n_true": float(truth.sum(1).mean()), "tuned_threshold": tuned,
+            "tuned_jaccard": float(multilabel_scores(truth, prob, tuned)["jaccard"].mean())}
+
+
+def step_ms(model: Any, samples: list, ctx: Context, steps: int) -> dict[str, float]:
+    """Median milliseconds of the parts of one training step of ``model`` (built for ``ctx``, training mode) over
+    ``steps`` consecutive batches of ``samples`` (after 3 warm-up steps), in CPU time of this process (on a shared
+    machine wall time mostly measures the other jobs): ``batch`` (make_batch and targets), ``forward`` (forward and
+    loss), ``backward``, ``optimizer`` (Adam step and zero_grad), ``total``; and ``wall``, the wall time of a step."""
+    model.ctx, model.module = ctx, model.build(ctx)
+    model.module.train()
+    optimizer = model.make_optimizer()
+    size = model.batch_size
+    times: dict[str, list[float]] = {k: [] for k in ("batch", "forward", "backward", "optimizer", "total", "wall")}
+    clock = time.process_time
+    for step in range(steps + 3):
+        chunk = [samples[(step * size + i) % len(samples)] for i in range(size)]
+        wall, t0 = time.perf_counter(), clock()
+        batch = model.make_batch(chunk, ctx)
+        target = targets_matrix(chunk, ctx.n_drugs).float()
+        t1 = clock()
+        loss = model.loss(batch, target, 0)
+        t2 = clock()
+        loss.backward()
+        t3 = clock()
+        optimizer.step()
+        optimizer.zero_grad()
+        t4 = clock()
+        if step >= 3:
+            for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0, time.perf_counter() - wall)):
+                times[key].append(1000 * value)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def print_step_times(names: list[str], registry: Any, train: list, ctx: Context, steps: int) -> None:
+    """The ``--step-ms`` table: per-step milliseconds at batch size 1 and at each model's registry batch size."""
+    rows = []
+    for name in names:
+        entry = registry.get(name)
+        for params in ({"batch_size": 1, "lr": AUTHORS_LR[name]}, {}):
+            model = entry.create(params)
+            got = step_ms(model, train, ctx, steps)
+            rows.append([name, model.batch_size, *(f"{got[k]:.1f}" for k in got)])
+    print(f"\nper-step milliseconds of CPU time (median of {steps} steps, training mode; wall: the same steps' "
+          f"wall time)")
+    print(tabulate(rows, headers=["model", "batch", "make batch", "forward + loss", "backward", "optimizer",
+                                  "total", "wall"]))
 
 
 def mean_sd(results: list[dict[str, float]], key: str) -> str:
@@ -106,7 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=15, help="epochs of the quality comparison")
     ap.add_argument("--quality-patients", type=int, default=2000, help="cohort size of the quality comparison")
     ap.add_argument("--seeds", default="0,1,2", help="seeds of the quality comparison (comma-separated)")
+    ap.add_argument("--skip-speed", action="store_true", help="skip part 1 (the epoch timing)")
     ap.add_argument("--skip-quality", action="store_true", help="skip part 2 (the slow batch-size-1 training)")
+    ap.add_argument("--step-ms", action="store_true", help="only time single training steps (see the docstring)")
+    ap.add_argument("--steps", type=int, default=30, help="steps timed by --step-ms")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--defaults", action="store_true", help="also train the registry defaults end to end")
     ap.add_argument("--seed", type=int, default=0)
@@ -119,13 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     names = [registry.get(n).name for n in args.models.split(",") if n.strip()]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); protocol {args.protocol}; seed {args.seed}")
 
-    # 1. speed ----------------------------------------------------------------------------------------------------
     cohort = load_cohort("synthetic", patients=args.patients, cache=cache)
     splits = make_splits(cohort, args.protocol, seed=args.seed)
     train, val = list(splits.train), list(splits.val)
     ctx = Context.from_cohort(cohort, seed=args.seed, work_dir=cache / "work")
+    if args.step_ms:
+        print_step_times(names, registry, train, ctx, args.steps)
+        return
+
+    # 1. speed ----------------------------------------------------------------------------------------------------
     rows = []
-    for name in names:
+    for name in names if not args.skip_speed else []:
         entry = registry.get(name)
         steps = min(args.bs1_steps, len(train))
         mini_s = one_s = float("inf")
@@ -138,11 +205,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([name, mini.batch_size, len(train), f"{mini_s:.1f}", f"{len(train) / mini_s:.0f}",
                      f"{one_epoch:.0f} (from {steps} steps)", f"{len(train) / one_epoch:.1f}",
                      f"{one_epoch / mini_s:.1f}x"])
-    print(f"\n1. one training epoch, {args.patients}-patient cohort ({len(train)} training samples), without the "
+    if rows:
+        print(f"\n1. one training epoch, {args.patients}-patient cohort ({len(train)} training samples), without the "
           f"validation pass; fastest of {args.repeats} runs")
-    print(tabulate(rows, headers=["model", "batch", "samples", "mini-batch s/epoch", "samples/s",
-                                  "batch-1 s/epoch (extrapolated)", "batch-1 samples/s", "speed-up"]))
-    print(f"peak RSS {peak_rss_mb():.0f} MiB")
+        print(tabulate(rows, headers=["model", "batch", "samples", "mini-batch s/epoch", "samples/s",
+                                      "batch-1 s/epoch (extrapolated)", "batch-1 samples/s", "speed-up"]))
+        print(f"peak RSS {peak_rss_mb():.0f} MiB")
 
     # 2. quality after the same number of epochs --------------------------------------------------------------------
     if not args.skip_quality:
@@ -150,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         small = load_cohort("synthetic", patients=args.quality_patients, cache=cache)
         s_splits = make_splits(small, args.protocol, seed=args.seed)
         s_train, s_val = list(s_splits.train), list(s_splits.val)
-        rows = []
+        rows, calibration = [], []
         for name in names:
             entry = registry.get(name)
             arms = {"batch 1": {"batch_size": 1, "lr": AUTHORS_LR[name]}, "mini-batch": {}}
@@ -161,8 +229,10 @@ def main(argv: list[str] | None = None) -> None:
                     model = entry.create({"epochs": args.epochs, "patience": 0, **params})
                     train_s, _ = timed_fit(model, s_train, s_val, s_ctx)
                     got[arm].append({**scores(model, s_val, small), "train_s": train_s})
-                    print(f"  {name} seed {seed} {arm}: val Jaccard {got[arm][-1]['jaccard']:.4f}, "
-                          f"PRAUC {got[arm][-1]['prauc']:.4f}, {train_s:.0f} s", flush=True)
+                    r = got[arm][-1]
+                    print(f"  {name} seed {seed} {arm}: val Jaccard {r['jaccard']:.4f}, PRAUC {r['prauc']:.4f}, "
+                          f"drugs/visit {r['n_drugs']:.1f} (truth {r['n_true']:.1f}), tuned Jaccard "
+                          f"{r['tuned_jaccard']:.4f} at {r['tuned_threshold']:.2f}, {train_s:.0f} s", flush=True)
             diff = np.array([m["jaccard"] - o["jaccard"] for m, o in zip(got["mini-batch"], got["batch 1"])])
             mini = entry.create()
             rows.append([name, mean_sd(got["batch 1"], "jaccard"), mean_sd(got["mini-batch"], "jaccard"),
@@ -170,11 +240,19 @@ def main(argv: list[str] | None = None) -> None:
                          f"{np.mean([g['train_s'] for g in got['batch 1']]):.0f}",
                          f"{np.mean([g['train_s'] for g in got['mini-batch']]):.0f}",
                          f"lr {AUTHORS_LR[name]:g} / bs {mini.batch_size}, lr {mini.lr:g}"])
+            calibration.append([name, f"{np.mean([g['n_true'] for g in got['batch 1']]):.1f}",
+                                *(mean_sd(got[arm], key) for key in ("n_drugs", "tuned_jaccard", "tuned_threshold")
+                                  for arm in arms)])
         print(f"\n2. validation scores after {args.epochs} epochs, {args.quality_patients}-patient cohort "
               f"({len(s_train)} training / {len(s_val)} validation samples), mean ± sd over seeds {seeds}")
         print(tabulate(rows, headers=["model", "val Jaccard bs1", "val Jaccard mini", "mini - bs1 (paired)",
                                       "val PRAUC bs1", "val PRAUC mini", "train s bs1", "train s mini",
                                       "settings (bs1 / mini)"]))
+        print("\n   set size and re-thresholding (validation): predicted drugs per visit at 0.5 vs the truth, Jaccard "
+              "at the validation-tuned threshold")
+        print(tabulate(calibration, headers=["model", "truth drugs/visit", "drugs/visit bs1", "drugs/visit mini",
+                                             "tuned Jaccard bs1", "tuned Jaccard mini", "tuned threshold bs1",
+                                             "tuned threshold mini"]))
         print(f"peak RSS {peak_rss_mb():.0f} MiB")
 
     # 3. registry defaults end to end -------------------------------------------------------------------------------
