@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from medrec_bench.llm.backbones import Backbone, load_backbone
 from medrec_bench.llm.calls import call_lm, greedy_decode, input_device
 from medrec_bench.llm.lora import LORA_TARGETS, AdapterLM, PromptLoRATraining, check_effective_batch_size
-from medrec_bench.llm.prefix_cache import PREFIX_DTYPES, PrefixStates, check_lora_layers, top_lora
+from medrec_bench.llm.prefix_cache import PrefixStates, check_lora_layers, check_prefix_dtype, top_lora
 from medrec_bench.llm.prompts import answer_text, drug_names
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
@@ -139,8 +139,7 @@ class LLMGenerative(PromptLoRATraining, TorchRecommender):
         self.eval_batch_size = eval_batch_size
         self.val_samples = val_samples
         self.lora_layers = check_lora_layers(lora_layers)
-        if prefix_dtype not in PREFIX_DTYPES:
-            raise ValueError(f"prefix_dtype must be one of {PREFIX_DTYPES}, not {prefix_dtype!r}")
+        check_prefix_dtype(prefix_dtype)
         self.prefix_dtype = prefix_dtype
         self._prefix: PrefixStates | None = None
         self.frequencies: np.ndarray | None = None

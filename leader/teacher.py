@@ -57,8 +57,8 @@ from medrec_bench.llm.backbones import Backbone, load_backbone
 from medrec_bench.llm.batches import PADDING_SIDES, TokenBatch, TrainableStateModule, pad_tokens
 from medrec_bench.llm.features import FeatureCache
 from medrec_bench.llm.lora import LORA_TARGETS, PromptLoRATraining, check_effective_batch_size
-from medrec_bench.llm.prefix_cache import (PREFIX_DTYPES, DecoderSplit, PrefixBatch, PrefixStates, check_lora_layers,
-                                           mask_positions, top_lora)
+from medrec_bench.llm.prefix_cache import (DecoderSplit, PrefixBatch, PrefixStates, check_lora_layers,
+                                           check_prefix_dtype, mask_positions, top_lora)
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.tasks.batching import length_bucketed_order, padding_fraction, targets_matrix
@@ -164,8 +164,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         self.padding_side = padding_side
         self.gradient_checkpointing = gradient_checkpointing
         check_lora_layers(lora_layers)
-        if prefix_dtype not in PREFIX_DTYPES:
-            raise ValueError(f"prefix_dtype must be one of {PREFIX_DTYPES}, not {prefix_dtype!r}")
+        check_prefix_dtype(prefix_dtype)
         self.lora_layers = lora_layers
         self.prefix_dtype = prefix_dtype
         self._prefix: PrefixStates | None = None

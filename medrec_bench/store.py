@@ -311,17 +311,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
 
 
 def _metric_from_row(row: sqlite3.Row) -> MetricResult:
-    return MetricResult(
-        group=row["grp"],
-        averaging=row["averaging"],
-        metric=row["metric"],
-        mean=_nan_if_none(row["mean"]),
-        ci_low=_nan_if_none(row["ci_low"]),
-        ci_high=_nan_if_none(row["ci_high"]),
-        n_samples=_opt_int(row["n_samples"]),
-        n_patients=_opt_int(row["n_patients"]),
-        std=_nan_if_none(row["std"]),
-    )
+    return _to_metric({**dict(row), "group": row["grp"]})
 
 
 class _ReplayableIterable:

@@ -37,6 +37,7 @@ from .features import ArrayStore, sample_key
 from .lora import apply_lora
 
 __all__ = ["PREFIX_DTYPES", "DecoderSplit", "PrefixBatch", "PrefixStates", "TopLoRA", "check_lora_layers",
+           "check_prefix_dtype",
            "decoder_of", "mask_positions", "top_lora"]
 
 #: how the frozen prefix is computed: in the backbone's own dtype, or with int8 dynamically quantised Linear layers
@@ -110,6 +111,13 @@ class DecoderSplit:
         return quantize_dynamic(copy.deepcopy(self.bottom).float().eval(), {nn.Linear}, dtype=torch.qint8)
 
 
+def check_prefix_dtype(prefix_dtype: str) -> str:
+    """``prefix_dtype`` if it is one of :data:`PREFIX_DTYPES`, else a ValueError naming it."""
+    if prefix_dtype not in PREFIX_DTYPES:
+        raise ValueError(f"prefix_dtype must be one of {PREFIX_DTYPES}, not {prefix_dtype!r}")
+    return prefix_dtype
+
+
 def check_lora_layers(lora_layers: int | str) -> int | str:
     """``lora_layers`` if it is ``"all"`` or a number of top blocks >= 1, else a ValueError naming it."""
     if lora_layers == "all" or (isinstance(lora_layers, int) and not isinstance(lora_layers, bool) and lora_layers >= 1):
@@ -173,8 +181,7 @@ class PrefixStates:
     def __init__(self, split: DecoderSplit, token_ids: Callable[[Any], list[int]], *, fingerprint: dict[str, Any],
                  folder: Path | None, pad_id: int, padding_side: str = "right", prefix_dtype: str = "backbone",
                  batch_size: int = 8, progress: bool = False) -> None:
-        if prefix_dtype not in PREFIX_DTYPES:
-            raise ValueError(f"prefix_dtype must be one of {PREFIX_DTYPES}, not {prefix_dtype!r}")
+        check_prefix_dtype(prefix_dtype)
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"padding side must be one of {PADDING_SIDES}, not {padding_side!r}")
         self.split = split
