@@ -1,4 +1,5 @@
-"""Cohort statistics: sizes, codes per visit, the single/multi-visit split, data-quality counters."""
+"""Cohort statistics: sizes, codes per visit, the single/multi-visit split, data-quality counters (the loaders' and
+the preprocessing's, one ``meta["counts"]``; see :mod:`.raw` for the bad-row classes)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from .cohort import Cohort
+from .raw import bad_row_total
 
 
 def cohort_stats(cohort: Cohort) -> dict[str, Any]:
@@ -39,5 +41,7 @@ def cohort_stats(cohort: Cohort) -> dict[str, Any]:
         "drugs_with_smiles": sum(1 for s in cohort.smiles if s),
         "fingerprint": cohort.fingerprint[:16],
     }
-    out.update(cohort.meta.get("counts", {}))
+    counts = cohort.meta.get("counts", {})
+    out["bad_rows"] = bad_row_total(counts)  # each class of bad rows is one bad_rows_* line of the counts below
+    out.update(counts)
     return out
