@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from medrec_bench.cli import main
 from medrec_bench.registry import load_registry
 from tests.conftest import REPO
+from tests.test_data_rows import COUNTED, ERRORS, broken
 
 
 @pytest.fixture
@@ -209,3 +210,33 @@ def test_run_creates_missing_store_folders_only_with_create_dirs(cli, tmp_path):
     cli("run", "--models", "popular", "--patients", "40", "--n-boot", "5", "--cache", tmp_path / "cache",
         "--store", path, "--create-dirs")
     assert path.is_file()
+
+
+# Odd MIMIC tables (tests/test_data_rows.py builds them): each is one line from `data stats`, with no cohort cached.
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_odd_mimic_tables_are_one_line_errors(cli, tmp_path, case):
+    source, breaker, fragments = ERRORS[case]
+    folder, cache = broken(source, breaker, tmp_path), tmp_path / "cache"
+    result = cli("data", "stats", "--data", source, "--path", folder, "--cache", cache, "--format", "json", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and fragments[0] in result.output, result.output
+    assert not (cache / "cohorts").exists() or not any((cache / "cohorts").iterdir())
+
+
+def test_bad_rows_warn_once_per_class_at_build_and_show_in_stats(tmp_path):
+    """Each class of bad rows is one `warning:` line when the cohort is built, and one line of `data stats`."""
+    folder = broken("mimic3", COUNTED["empty ICD9_CODE"][1], tmp_path)
+    command = [sys.executable, "-m", "medrec_bench.cli", "data", "stats", "--data", "mimic3", "--path", str(folder),
+               "--cache", str(tmp_path / "cache"), "--format", "json"]
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    warned = [line for line in out.stderr.splitlines() if line.startswith("warning: ")]
+    assert warned == [
+        "warning: DIAGNOSES_ICD.csv column icd9_code: 1 row(s) are empty; dropped "
+        "(counted as bad_rows_diagnoses_icd_icd9_code_empty)",
+        "warning: PROCEDURES_ICD.csv column icd9_code: 1 row(s) are empty; dropped "
+        "(counted as bad_rows_procedures_icd_icd9_code_empty)",
+    ]
+    stats = json.loads(out.stdout)
+    assert (stats["bad_rows"], stats["bad_rows_diagnoses_icd_icd9_code_empty"]) == (2, 1)
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    assert "warning:" not in again.stderr and json.loads(again.stdout) == stats  # cached: counted, not re-warned

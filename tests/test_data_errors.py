@@ -2,34 +2,44 @@
 
 import gzip
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from medrec_bench.data import Cohort, DataError, load_cohort
 from medrec_bench.data.tables import normalize_ndc
+from tests.conftest import shared_data
 
 TABLES = ["ADMISSIONS", "PATIENTS", "DIAGNOSES_ICD", "PROCEDURES_ICD", "PRESCRIPTIONS", "D_ICD_DIAGNOSES",
           "D_ICD_PROCEDURES"]
+MIMIC4_FIXTURE = Path(__file__).parent / "fixtures" / "mimic4" / "hosp"
 
 
-@pytest.fixture
-def raw(demo_dir, tmp_path):
-    """A writable copy of the demo tables."""
+def copy_tables(source: str, tmp_path: Path) -> Path:
+    """A writable copy of the MIMIC-III demo's tables (``mimic3``) or of the MIMIC-IV fixture's hosp folder."""
     out = tmp_path / "raw"
+    if source == "mimic4":
+        return Path(shutil.copytree(MIMIC4_FIXTURE, out))
     out.mkdir()
     for name in TABLES:
-        shutil.copy(demo_dir / f"{name}.csv", out / f"{name}.csv")
+        shutil.copy(shared_data() / "mimic-iii-demo-1.4" / f"{name}.csv", out / f"{name}.csv")
     return out
 
 
-def _build(folder, tmp_path, **kw):
-    return load_cohort("mimic3", folder, cache=tmp_path / "cache", **kw)
+@pytest.fixture
+def raw(tmp_path):
+    """A writable copy of the demo tables."""
+    return copy_tables("mimic3", tmp_path)
 
 
-def _error(folder, tmp_path, **kw) -> str:
+def _build(folder, tmp_path, source="mimic3", **kw):
+    return load_cohort(source, folder, cache=tmp_path / "cache", **kw)
+
+
+def _error(folder, tmp_path, source="mimic3", **kw) -> str:
     with pytest.raises(DataError) as info:
-        _build(folder, tmp_path, **kw)
+        _build(folder, tmp_path, source, **kw)
     message = str(info.value)
     assert "\n" not in message
     cache = tmp_path / "cache" / "cohorts"

@@ -140,26 +140,36 @@ def _open_text(path: Path) -> TextIO:
     return open(path, encoding="utf-8", newline="")
 
 
+def _scan_rows(fh: TextIO, path: Path, n_fields: int) -> tuple[list[int], int, tuple[int, int]]:
+    """Read the CSV records of ``fh`` (the file ``path``) to the end: the 0-based indices of the blank data rows, the
+    number of other rows without ``n_fields`` fields and (line, fields) of the first of them."""
+    reader = csv.reader(fh)
+    blank: list[int] = []
+    bad, first, start = 0, (0, 0), 1
+    try:
+        next(reader, None)
+        start = reader.line_num + 1
+        for row, fields in enumerate(reader):
+            if len(fields) != n_fields:
+                if not fields:
+                    blank.append(row)
+                else:
+                    bad += 1
+                    first = first if bad > 1 else (start, len(fields))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{path}: the row from line {start} is not valid CSV ({exc}; an unbalanced quote?)") from None
+    return blank, bad, first
+
+
 def _check_rows(path: Path, n_fields: int) -> list[int]:
     """A DataError when any row has another number of fields than the header's ``n_fields`` (polars would fill a
     short row with nulls and, reading only some columns, take a long row's fields from the wrong columns); else the
     0-based indices of the blank data rows. Rows are CSV records: a quoted value may hold commas and line breaks."""
-    blank: list[int] = []
-    bad, first = 0, (0, 0)
     try:
         with _open_text(path) as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
-            start = reader.line_num + 1
-            for row, fields in enumerate(reader):
-                if len(fields) != n_fields:
-                    if not fields:
-                        blank.append(row)
-                    else:
-                        bad += 1
-                        first = first if bad > 1 else (start, len(fields))
-                start = reader.line_num + 1
-    except (csv.Error, UnicodeDecodeError, *_READ_ERRORS) as exc:
+            blank, bad, first = _scan_rows(fh, path, n_fields)
+    except (UnicodeDecodeError, *_READ_ERRORS) as exc:
         raise _read_error(path, exc) from None
     if bad:
         raise DataError(f"{path}: {bad} row(s) do not have the header's {n_fields} fields; the first, on line "
