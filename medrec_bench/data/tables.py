@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import hashlib
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,21 +58,12 @@ def _chunks(path: Path) -> Iterator[bytes]:
         raise _read_error(path, exc) from None
 
 
-def _same_contents(a: Path, b: Path) -> bool:
-    """Whether two table files hold the same bytes once decompressed."""
-    left, right = _chunks(a), _chunks(b)
-    buffer_a = buffer_b = b""
-    while True:
-        if not buffer_a:
-            buffer_a = next(left, b"")
-        if not buffer_b:
-            buffer_b = next(right, b"")
-        if not buffer_a or not buffer_b:
-            return not buffer_a and not buffer_b
-        n = min(len(buffer_a), len(buffer_b))
-        if buffer_a[:n] != buffer_b[:n]:
-            return False
-        buffer_a, buffer_b = buffer_a[n:], buffer_b[n:]
+def _content_digest(path: Path) -> bytes:
+    """sha256 of the file's bytes once decompressed."""
+    digest = hashlib.sha256()
+    for chunk in _chunks(path):
+        digest.update(chunk)
+    return digest.digest()
 
 
 def find_table(folder: Path, name: str) -> Path:
@@ -86,7 +78,7 @@ def find_table(folder: Path, name: str) -> Path:
     if not matches:
         raise DataError(f"table {name} is missing in {folder} (looked for {name}.csv or {name}.csv.gz, any case)")
     for other in matches[1:]:
-        if not _same_contents(matches[0], other):
+        if _content_digest(other) != _content_digest(matches[0]):
             raise DataError(f"table {name} has two files with different contents in {folder}: {matches[0].name} "
                             f"and {other.name}; keep one")
     return matches[0]
@@ -107,8 +99,8 @@ def _check_compression(path: Path) -> None:
 
 
 def _header_fields(path: Path) -> list[str]:
-    """The header's column names; a DataError for an empty file, a non-UTF-8 encoding, a wrong delimiter or a
-    duplicated name."""
+    """The header's column names; a DataError for a wrong compression, an empty file, a UTF-16 encoding, a wrong
+    delimiter or a duplicated name."""
     _check_compression(path)
     try:
         with _open_binary(path) as fh:
