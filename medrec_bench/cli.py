@@ -285,6 +285,7 @@ def run_cmd(models: str | None, protocol: str, split_order: str, seeds: str, set
             force: bool, executor: str, ray_address: str | None, sweep_file: Path | None, **kw: Any) -> None:
     """Train and evaluate models x seeds (or the trials of a --sweep), store the results, print a comparison
     table."""
+    from . import distributed
     from .executors import RayExecutor, make_executor
     from .models import check_device
     from .registry import RegistryError
@@ -319,6 +320,9 @@ def run_cmd(models: str | None, protocol: str, split_order: str, seeds: str, set
             raise _Error("--models and --seeds must not be empty")
         for entry in _with_required(names, registry):
             entry.resolve(overrides.get(entry.name))
+        if distributed.launched():
+            _check_data_parallel(_with_required(names, registry), run_executor, sweep is not None, device)
+            distributed.accelerator()  # binds this process to its GPU before anything is loaded
         if not isinstance(run_executor, RayExecutor):  # under Ray the workers' machines matter, not this one
             check_device(device)
     except (RegistryError, ValueError) as exc:
@@ -328,11 +332,13 @@ def run_cmd(models: str | None, protocol: str, split_order: str, seeds: str, set
 
         torch.set_num_threads(threads)
     cache, rebuild = kw["cache"], kw["rebuild"]  # every cache moves with --cache; --rebuild retrains models too
+    main_process = distributed.is_main()  # under a data-parallel launch only the main process writes and prints
     with _open_store(store, create=True, create_dirs=create_dirs) as db:
-        cohort = cohort_from_options(kw)
+        cohort = cohort_from_options(kw, progress=main_process)
         runner = Runner(cohort, db, protocol=protocol, split_order=split_order, device=device, registry=registry,
-                        settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo, force=force,
-                        cache=cache, rebuild=rebuild, executor=run_executor)
+                        settings=EvalSettings(threshold, n_boot, uncertainty), force=force, cache=cache,
+                        rebuild=rebuild, executor=run_executor, writes=main_process, progress=main_process,
+                        echo=click.echo if main_process else lambda *_: None)
         try:
             if sweep is not None:
                 from .sweep import run_sweep, sweep_table
@@ -344,6 +350,8 @@ def run_cmd(models: str | None, protocol: str, split_order: str, seeds: str, set
                 click.echo(sweep_table(result, db))
             else:
                 outcomes = runner.run(names, seed_list, overrides)
+                if not main_process:
+                    return
                 summary = run_summary(db, [o.run_id for o in outcomes], averaging=averaging, n_boot=n_boot)
                 click.echo(f"\n{summary.title}")
                 click.echo(summary.render())
@@ -352,6 +360,21 @@ def run_cmd(models: str | None, protocol: str, split_order: str, seeds: str, set
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         raise _Error(f"{len(failed)} run(s) failed; see the lines above")
+
+
+def _check_data_parallel(entries: list, executor: Any, sweep: bool, device: str) -> None:
+    """ValueError unless a data-parallel launch (``accelerate launch``) runs only models tagged ``data_parallel``,
+    sequentially, on ``cuda`` or ``cpu`` (one device per process)."""
+    from .executors import Sequential
+
+    plain = [e.name for e in entries if "data_parallel" not in e.tags]
+    if plain:
+        raise ValueError(f"under accelerate launch only data-parallel models run (tag data_parallel); {plain[0]} is "
+                         f"not one: run it without accelerate launch")
+    if sweep or not isinstance(executor, Sequential):
+        raise ValueError("under accelerate launch: no --sweep and no --executor ray")
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"under accelerate launch use --device cuda (each process gets its GPU), not {device}")
 
 
 @main.command("list")

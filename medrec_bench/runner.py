@@ -223,11 +223,13 @@ class Workbench:
     def __init__(self, cohort: Cohort, *, protocol: str = "last_visit", split_order: str = "shuffle",
                  settings: EvalSettings | None = None, device: str = "cpu", registry: Registry | None = None,
                  cache: str | Path | None = None, progress: bool = True, force: bool = False,
-                 rebuild: bool = False) -> None:
+                 rebuild: bool = False, writes: bool = True) -> None:
         """``force``: retrain every model (once per workbench, or per grid: :attr:`Job.fresh`) and re-run every run,
         even when cached or complete. ``rebuild``: retrain every model that runs (likewise once) instead of loading
         it from the cache; complete runs are still skipped. ``cache``: the root of the model and work caches
-        (default :func:`cache_dir`); workers on several machines need it on a shared file system."""
+        (default :func:`cache_dir`); workers on several machines need it on a shared file system. ``writes``: False
+        on the other processes of a data-parallel launch (:mod:`medrec_bench.distributed`), which read the caches and
+        the store but leave every write to the main process."""
         self.cohort = cohort
         self.protocol = protocol
         self.split_order = split_order
@@ -238,6 +240,7 @@ class Workbench:
         self.progress = progress
         self.force = force
         self.rebuild = rebuild
+        self.writes = writes
         self._splits: dict[int, Splits] = {}
         self._trained_here: set[Path] = set()
 
@@ -245,7 +248,7 @@ class Workbench:
         """A plain :class:`Workbench` with this one's settings and nothing else (no store): what workers get."""
         return Workbench(self.cohort, protocol=self.protocol, split_order=self.split_order, settings=self.settings,
                          device=self.device, registry=self.registry, cache=self.cache, progress=False,
-                         force=self.force, rebuild=self.rebuild)
+                         force=self.force, rebuild=self.rebuild, writes=self.writes)
 
     # --- keys -----------------------------------------------------------------------------------------------
     def splits(self, seed: int) -> Splits:
@@ -323,9 +326,10 @@ class Workbench:
             info = {"train_seconds": seconds, "model": entry.name, "diagnostics": diagnostics}
             (tmp / TRAIN_INFO).write_text(json.dumps(info))
 
-        if folder.exists():  # a stale copy (--force) would otherwise win over the fresh one
-            shutil.rmtree(folder)
-        atomic_folder(folder, write)
+        if self.writes:
+            if folder.exists():  # a stale copy (--force) would otherwise win over the fresh one
+                shutil.rmtree(folder)
+            atomic_folder(folder, write)
         self._trained_here.add(folder)
         return Trained(model, seconds, folder, diagnostics)
 
@@ -390,11 +394,13 @@ class Runner(Workbench):
                  split_order: str = "shuffle", settings: EvalSettings | None = None, device: str = "cpu",
                  registry: Registry | None = None, cache: str | Path | None = None,
                  predictions_dir: str | Path | None = None, progress: bool = True, echo=print,
-                 force: bool = False, rebuild: bool = False, executor: Executor | None = None) -> None:
+                 force: bool = False, rebuild: bool = False, executor: Executor | None = None,
+                 writes: bool = True) -> None:
         """See :class:`Workbench` for the job settings; ``predictions_dir``: where test predictions are saved
         (default ``predictions/<store name>/`` beside the store); ``echo``: where summary lines go."""
         super().__init__(cohort, protocol=protocol, split_order=split_order, settings=settings, device=device,
-                         registry=registry, cache=cache, progress=progress, force=force, rebuild=rebuild)
+                         registry=registry, cache=cache, progress=progress, force=force, rebuild=rebuild,
+                         writes=writes)
         self.store = store
         store_path = Path(store.path)  # one predictions folder per store: stores side by side never share files
         self.predictions_dir = Path(predictions_dir) if predictions_dir else \
@@ -417,6 +423,9 @@ class Runner(Workbench):
         completed first counts as skipped, never as failed."""
         record, seed = result.record, result.job.seed
         assert record is not None, "train-only jobs have no run to store"
+        if not self.writes:  # another process of a data-parallel launch stores it
+            return RunOutcome(record.model, seed, result.status, None, error=result.error,
+                              train_seconds=record.train_seconds)
         if result.status == "failed":
             done = None if self.force else self.store.completed_run(record.run_key)
             if done is not None:  # another process completed the same run meanwhile: nothing is lost
