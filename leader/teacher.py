@@ -365,8 +365,11 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
     def diagnostics(self) -> dict[str, float | int | str]:
         """The training loop's diagnostics plus the training batches' ``padding_fraction`` and, with top-k LoRA, the
         prefix states found cached vs computed; ``feature_cache_hits`` / ``features_computed`` once features were
-        asked for."""
-        out: dict[str, float | int | str] = {**super().diagnostics(), "padding_fraction": self.padding_fraction}
+        asked for. A teacher loaded from disk has no ``padding_fraction`` (the fit's value stays with the cached
+        model's train info instead of being overwritten by NaN)."""
+        out: dict[str, float | int | str] = dict(super().diagnostics())
+        if not math.isnan(self.padding_fraction):
+            out["padding_fraction"] = self.padding_fraction
         if self._prefix is not None:
             out |= {"prefix_cached": self._prefix.cached, "prefix_computed": self._prefix.computed}
         if self._features is not None:
