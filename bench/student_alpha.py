@@ -1,0 +1,87 @@
+"""Benchmark: choose LEADER(S)'s distillation weight ``alpha`` (and optionally ``align_weight``) on validation.
+
+Usage: ``python bench/student_alpha.py [--alphas 0,0.1,0.4,0.8,1.6] [--align-weights 0.005] [--seeds 0]
+[--patients N] [--protocol last_visit] [--model leader_s] [--threads 0]``
+
+For every seed the runner's model cache is used exactly as ``medrec-bench run`` uses it (default cache or
+``$MEDREC_BENCH_CACHE``), so the teacher trained by ``medrec-bench run --models leader_t`` is loaded, not retrained,
+and each student arm is cached under its own key (the arm that equals the registry default is the very model a later
+``medrec-bench run --models leader_s`` loads). Reported per arm: validation PRAUC and Jaccard at the student's
+default threshold (0.3) and the epochs run; test metrics are not looked at. The chosen arm is the highest mean
+validation PRAUC over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alphas", type=floats, default=floats("0,0.1,0.4,0.8,1.6"))
+    ap.add_argument("--align-weights", type=floats, default=None, help="default: the registry's")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--patients", type=int, default=None, help="synthetic cohort size (default: the embedded 2000)")
+    ap.add_argument("--protocol", default="last_visit", choices=["visit", "last_visit"])
+    ap.add_argument("--model", default="leader_s")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--store", default="/tmp/student-alpha.db", help="scratch store (the runner needs one; unused)")
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+    import torch
+
+    from medrec_bench.data import load_cohort
+    from medrec_bench.metrics import multilabel_scores
+    from medrec_bench.registry import default_registry
+    from medrec_bench.runner import Runner
+    from medrec_bench.store import ResultStore
+    from medrec_bench.tasks import targets_matrix
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    registry = default_registry()
+    entry = registry.get(args.model)
+    defaults = entry.resolved_params({})
+    aligns = args.align_weights or [defaults["align_weight"]]
+    cohort = load_cohort("synthetic", patients=args.patients, progress=True)
+    runner = Runner(cohort, ResultStore(args.store), protocol=args.protocol, progress=True, echo=print)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for alpha, align in itertools.product(args.alphas, aligns):
+        scores = []
+        for seed in seeds:
+            overrides = {entry.name: {"alpha": alpha, "align_weight": align}}
+            start = time.perf_counter()
+            fitted = runner.trained(entry, seed, overrides)
+            val = list(runner.splits(seed).val)
+            y_true = targets_matrix(val, len(cohort.vocab.drugs)).numpy()
+            s = multilabel_scores(y_true, fitted.model.predict_proba(val), fitted.model.default_threshold)
+            scores.append((float(np.mean(s["prauc"])), float(np.mean(s["jaccard"])),
+                           fitted.diagnostics.get("epochs_run"), time.perf_counter() - start))
+            print(f"alpha {alpha} align {align} seed {seed}: val PRAUC {scores[-1][0]:.4f} "
+                  f"Jaccard {scores[-1][1]:.4f} epochs {scores[-1][2]} ({scores[-1][3]:.0f} s)", flush=True)
+        rows.append((alpha, align, np.mean([s[0] for s in scores]), np.mean([s[1] for s in scores]),
+                     [s[2] for s in scores]))
+    print(f"\n{cohort.name} / {args.protocol}, seeds {seeds}, validation, threshold "
+          f"{entry.load_class().default_threshold}")
+    print("| alpha | align_weight | val PRAUC | val Jaccard | epochs |\n|---|---|---|---|---|")
+    for alpha, align, prauc, jac, epochs in rows:
+        print(f"| {alpha} | {align} | {prauc:.4f} | {jac:.4f} | {epochs} |")
+    best = max(rows, key=lambda r: r[2])
+    print(f"chosen: alpha {best[0]}, align_weight {best[1]} (highest mean validation PRAUC)")
+
+
+if __name__ == "__main__":
+    main()
