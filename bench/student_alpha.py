@@ -3,7 +3,7 @@
 Usage: ``python bench/student_alpha.py [--alphas 0,0.1,0.4,0.8,1.6] [--align-weights 0.005] [--seeds 0]
 [--patients N] [--protocol last_visit] [--model leader_s] [--threads 0]``
 
-For every seed the runner's model cache is used exactly as ``medrec-bench run`` uses it (default cache or
+For every seed the runner's model cache (:class:`~medrec_bench.runner.Workbench`) is used exactly as ``medrec-bench run`` uses it (default cache or
 ``$MEDREC_BENCH_CACHE``), so the teacher trained by ``medrec-bench run --models leader_t`` is loaded, not retrained,
 and each student arm is cached under its own key (the arm that equals the registry default is the very model a later
 ``medrec-bench run --models leader_s`` loads). Reported per arm: validation PRAUC and Jaccard at the student's
@@ -35,7 +35,6 @@ def main() -> None:
     ap.add_argument("--protocol", default="last_visit", choices=["visit", "last_visit"])
     ap.add_argument("--model", default="leader_s")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--store", default="/tmp/student-alpha.db", help="scratch store (the runner needs one; unused)")
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -45,8 +44,7 @@ def main() -> None:
     from medrec_bench.data import load_cohort
     from medrec_bench.metrics import multilabel_scores
     from medrec_bench.registry import default_registry
-    from medrec_bench.runner import Runner
-    from medrec_bench.store import ResultStore
+    from medrec_bench.runner import Workbench
     from medrec_bench.tasks import targets_matrix
 
     if args.threads:
@@ -56,7 +54,7 @@ def main() -> None:
     defaults = entry.resolved_params({})
     aligns = args.align_weights or [defaults["align_weight"]]
     cohort = load_cohort("synthetic", patients=args.patients, progress=True)
-    runner = Runner(cohort, ResultStore(args.store), protocol=args.protocol, progress=True, echo=print)
+    runner = Workbench(cohort, protocol=args.protocol, progress=True)  # the runner's caches, no store
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     for alpha, align in itertools.product(args.alphas, aligns):

@@ -21,7 +21,9 @@ fp32's exponent range. ``float16`` is accepted but not recommended.
 
 Devices: ``ctx.device`` ``cpu`` (the tested path), ``cuda`` / ``cuda:N``, or ``auto`` (accelerate's
 ``device_map="auto"`` spreads a large backbone over all visible GPUs; the head and the inputs go to the input
-embedding's device).
+embedding's device). Data parallel over several GPUs: under ``accelerate launch`` (:mod:`medrec_bench.distributed`)
+each process trains on its share of every batch through DDP and predicts / extracts features for its share of the
+samples, gathered so that every process holds all of them; only the main process writes the feature cache.
 
 LoRA blocks (``lora_layers``): the top 2 of the backbone's blocks by default, so that the teacher trains on a laptop
 CPU: the hidden states entering them are computed once per prompt by the frozen lower blocks and cached
@@ -53,6 +55,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medrec_bench import distributed
 from medrec_bench.llm.backbones import Backbone, load_backbone
 from medrec_bench.llm.batches import PADDING_SIDES, TokenBatch, TrainableStateModule, pad_tokens
 from medrec_bench.llm.features import FeatureCache
@@ -174,6 +177,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         self._fingerprint: str | None = None
         self._features: FeatureCache | None = None
         self._train_bar: Any = None
+        self._train_net: nn.Module | None = None  # the module as the accelerator prepared it (DDP), while fitting
         self._steps_done = 0
         self._last_loss = float("nan")
 
@@ -205,6 +209,11 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         """Top-k LoRA: the frozen prefix states of every training and validation prompt, computed once."""
         if self._prefix is not None:
             self._prefix.ensure(list(train) + list(val), "leader_t prefix pass")
+        self._train_net = distributed.wrap_for_training(self.module)
+
+    def on_epoch_end(self, record: dict[str, float]) -> None:
+        """Data parallel: every process keeps the mean training loss, so all take the same early-stopping step."""
+        record["loss"] = distributed.mean_over_processes(record["loss"])
 
     def epoch_order(self, train: Sequence[Sample], rng: np.random.Generator) -> Sequence[int]:
         """Length-bucketed: shuffled, sorted by prompt length within windows of 50 batches, batches shuffled; the
@@ -235,7 +244,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
 
     # --- training: the shared loop, plus max_steps and a step progress bar ---------------------------------------
     def loss(self, batch: Any, target: torch.Tensor, epoch: int) -> torch.Tensor:
-        logits = self.forward(batch)
+        logits = self.forward(batch) if self._train_net is None else self._train_net(batch)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, target.to(logits.device))
         self._last_loss = float(loss.detach())
         return loss
@@ -244,7 +253,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         assert self.ctx is not None
         n_batches = -(-len(order) // self.batch_size)
         for number, start in enumerate(range(0, len(order), self.batch_size), start=1):
-            chunk = [samples[i] for i in order[start:start + self.batch_size]]
+            chunk = distributed.shard([samples[i] for i in order[start:start + self.batch_size]])
             target = targets_matrix(chunk, self.ctx.n_drugs).float()
             yield self._to_device(self.make_batch(chunk, self.ctx)), target
             if number % self.accumulation_steps == 0 or number == n_batches:  # the loop just stepped
@@ -256,6 +265,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
                     return
 
     def fit(self, train: Sequence[Sample], val: Sequence[Sample], ctx: Context) -> "LeaderTeacher":
+        distributed.check_batch_size(self.batch_size)
         steps_per_epoch = math.ceil(math.ceil(len(train) / self.batch_size) / self.accumulation_steps)
         epochs = self.epochs
         if self.max_steps and steps_per_epoch:
@@ -271,25 +281,28 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
             self.epochs = configured
             self._train_bar.close()
             self._train_bar = None
+            self._train_net = None
         self._fingerprint = None
         self._features = None
         return self
 
     # --- inference -------------------------------------------------------------------------------------------------
     def _run(self, samples: Sequence[Sample], fn: Any, width: int, dtype: Any, desc: str) -> np.ndarray:
-        """``fn(batch) -> [B, width]`` over ``samples`` in length-sorted batches of ``eval_batch_size``."""
+        """``fn(batch) -> [B, width]`` over ``samples`` in length-sorted batches of ``eval_batch_size`` (data
+        parallel: this process's share, the others' gathered)."""
         if self.module is None or self.ctx is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted")
         out = np.zeros((len(samples), width), dtype=dtype)
         if not len(samples):
             return out
+        mine = distributed.shard(range(len(samples)))
         if self._prefix is not None:
-            self._prefix.ensure(samples, "leader_t prefix pass")
+            self._prefix.ensure([samples[i] for i in mine], "leader_t prefix pass")
         was_training = self.module.training
         self.module.eval()
-        order = sorted(range(len(samples)), key=lambda i: len(self.token_ids(samples[i])))
+        order = sorted(mine, key=lambda i: len(self.token_ids(samples[i])))
         step = max(1, self.eval_batch_size)
-        with torch.inference_mode(), tqdm(total=len(samples), desc=desc, unit="patient",
+        with torch.inference_mode(), tqdm(total=len(order), desc=desc, unit="patient",
                                           disable=not self.ctx.progress, leave=False) as bar:
             for start in range(0, len(order), step):
                 rows = order[start:start + step]
@@ -297,7 +310,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
                 out[rows] = fn(batch).float().cpu().numpy().astype(dtype, copy=False)
                 bar.update(len(rows))
         self.module.train(was_training)
-        return out
+        return out if len(mine) == len(samples) else distributed.gather_rows(out[mine], len(samples)).astype(dtype)
 
     def predict_proba(self, samples: Sequence[Sample]) -> np.ndarray:
         """float32 [n, |M|] drug probabilities."""
@@ -331,7 +344,7 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
         if self._features is None and self.ctx is not None and self.ctx.work_dir is not None:
             fp = self.fingerprint()
             folder = Path(self.ctx.work_dir) / "leader_t_features" / fp[:32]
-            self._features = FeatureCache(folder, fp, self.hidden_size)
+            self._features = FeatureCache(folder, fp, self.hidden_size, writable=distributed.is_main())
         return self._features
 
     def compute_features(self, samples: Sequence[Sample]) -> np.ndarray:
@@ -352,8 +365,11 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
     def diagnostics(self) -> dict[str, float | int | str]:
         """The training loop's diagnostics plus the training batches' ``padding_fraction`` and, with top-k LoRA, the
         prefix states found cached vs computed; ``feature_cache_hits`` / ``features_computed`` once features were
-        asked for."""
-        out: dict[str, float | int | str] = {**super().diagnostics(), "padding_fraction": self.padding_fraction}
+        asked for. A teacher loaded from disk has no ``padding_fraction`` (the fit's value stays with the cached
+        model's train info instead of being overwritten by NaN)."""
+        out: dict[str, float | int | str] = dict(super().diagnostics())
+        if not math.isnan(self.padding_fraction):
+            out["padding_fraction"] = self.padding_fraction
         if self._prefix is not None:
             out |= {"prefix_cached": self._prefix.cached, "prefix_computed": self._prefix.computed}
         if self._features is not None:

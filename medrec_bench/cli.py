@@ -252,7 +252,7 @@ def _apply_preset(ctx: click.Context, _param: click.Parameter, name: str | None)
 @main.command("run")
 @click.option("--preset", default=None, is_eager=True, expose_value=False, callback=_apply_preset, metavar="NAME",
               help="A paper's protocol (medrec-bench list --presets): its options unless given here.")
-@click.option("--models", required=True, help="Comma-separated model names or aliases, e.g. gamenet,safedrug.")
+@click.option("--models", default=None, help="Comma-separated model names or aliases, e.g. gamenet,safedrug.")
 @_data_options
 @click.option("--protocol", type=_LibraryChoice(".tasks.protocols", "PROTOCOLS"), default="last_visit",
               show_default=True)
@@ -274,15 +274,26 @@ def _apply_preset(ctx: click.Context, _param: click.Parameter, name: str | None)
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch intra-op CPU threads (0: torch's default). 1 is often fastest for the small models.")
 @click.option("--force", is_flag=True, help="Retrain and re-run even when a cached model or a complete run exists.")
-def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tuple[str, ...], threshold: Any,
+@click.option("--executor", type=_LibraryChoice(".executors", "EXECUTORS"), default="sequential", show_default=True,
+              help="sequential: in this process; ray: each model x seed a Ray task (the ray extra).")
+@click.option("--ray-address", default=None, metavar="auto|HOST:PORT",
+              help="A running Ray cluster (with --executor ray or --sweep); default: start a local one.")
+@click.option("--sweep", "sweep_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A hyper-parameter sweep file (README: Sweeps) instead of --models; runs through Ray Tune.")
+def run_cmd(models: str | None, protocol: str, split_order: str, seeds: str, sets: tuple[str, ...], threshold: Any,
             n_boot: int, uncertainty: str, averaging: str, store: Path, create_dirs: bool, device: str, threads: int,
-            force: bool, **kw: Any) -> None:
-    """Train and evaluate models x seeds, store the results, print a comparison table."""
+            force: bool, executor: str, ray_address: str | None, sweep_file: Path | None, **kw: Any) -> None:
+    """Train and evaluate models x seeds (or the trials of a --sweep), store the results, print a comparison
+    table."""
+    from . import distributed
+    from .executors import RayExecutor, make_executor
     from .models import check_device
     from .registry import RegistryError
     from .report import run_summary
     from .runner import EvalSettings, Runner
 
+    if (models is None) == (sweep_file is None):
+        raise _Error("give either --models or --sweep")
     registry = _registry()
     overrides = _overrides(sets, registry)
     preset = click.get_current_context().meta.get("preset")
@@ -294,13 +305,26 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
         except PresetError as exc:
             raise _Error(str(exc)) from None
     seed_list = _seeds(seeds)
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    if not names or not seed_list:
-        raise _Error("--models and --seeds must not be empty")
+    sweep = None
     try:  # every parameter of every model (and of the models they require) is checked before any data is loaded
+        if sweep_file is not None:
+            from .sweep import load_sweep
+
+            sweep = load_sweep(sweep_file, registry, overrides)
+            names = [sweep.model]
+            run_executor = RayExecutor(address=ray_address)
+        else:
+            names = [m.strip() for m in (models or "").split(",") if m.strip()]
+            run_executor = make_executor(executor, ray_address)
+        if not names or not seed_list:
+            raise _Error("--models and --seeds must not be empty")
         for entry in _with_required(names, registry):
             entry.resolve(overrides.get(entry.name))
-        check_device(device)
+        if distributed.launched():
+            _check_data_parallel(_with_required(names, registry), run_executor, sweep is not None, device)
+            distributed.accelerator()  # binds this process to its GPU before anything is loaded
+        if not isinstance(run_executor, RayExecutor):  # under Ray the workers' machines matter, not this one
+            check_device(device)
     except (RegistryError, ValueError) as exc:
         raise _Error(str(exc)) from None
     if threads > 0:
@@ -308,21 +332,49 @@ def run_cmd(models: str, protocol: str, split_order: str, seeds: str, sets: tupl
 
         torch.set_num_threads(threads)
     cache, rebuild = kw["cache"], kw["rebuild"]  # every cache moves with --cache; --rebuild retrains models too
+    main_process = distributed.is_main()  # under a data-parallel launch only the main process writes and prints
     with _open_store(store, create=True, create_dirs=create_dirs) as db:
-        cohort = cohort_from_options(kw)
+        cohort = cohort_from_options(kw, progress=main_process)
         runner = Runner(cohort, db, protocol=protocol, split_order=split_order, device=device, registry=registry,
-                        settings=EvalSettings(threshold, n_boot, uncertainty), echo=click.echo, force=force,
-                        cache=cache, rebuild=rebuild)
+                        settings=EvalSettings(threshold, n_boot, uncertainty), force=force, cache=cache,
+                        rebuild=rebuild, executor=run_executor, writes=main_process, progress=main_process,
+                        echo=click.echo if main_process else lambda *_: None)
         try:
-            outcomes = runner.run(names, seed_list, overrides)
-        except ValueError as exc:
+            if sweep is not None:
+                from .sweep import run_sweep, sweep_table
+
+                result = run_sweep(runner, sweep, seed_list, overrides, run_executor)
+                outcomes = [o for t in result.trials for o in t.outcomes]
+                click.echo(f"\nsweep {sweep.name} (id {result.sweep_id}): {sweep.model}, {len(result.trials)} "
+                           f"trial(s) x {len(seed_list)} seed(s), chosen on validation PRAUC")
+                click.echo(sweep_table(result, db))
+            else:
+                outcomes = runner.run(names, seed_list, overrides)
+                if not main_process:
+                    return
+                summary = run_summary(db, [o.run_id for o in outcomes], averaging=averaging, n_boot=n_boot)
+                click.echo(f"\n{summary.title}")
+                click.echo(summary.render())
+        except (ImportError, ValueError) as exc:
             raise _Error(str(exc)) from None
-        summary = run_summary(db, [o.run_id for o in outcomes], averaging=averaging, n_boot=n_boot)
-    click.echo(f"\n{summary.title}")
-    click.echo(summary.render())
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         raise _Error(f"{len(failed)} run(s) failed; see the lines above")
+
+
+def _check_data_parallel(entries: list, executor: Any, sweep: bool, device: str) -> None:
+    """ValueError unless a data-parallel launch (``accelerate launch``) runs only models tagged ``data_parallel``,
+    sequentially, on ``cuda`` or ``cpu`` (one device per process)."""
+    from .executors import Sequential
+
+    plain = [e.name for e in entries if "data_parallel" not in e.tags]
+    if plain:
+        raise ValueError(f"under accelerate launch only data-parallel models run (tag data_parallel); {plain[0]} is "
+                         f"not one: run it without accelerate launch")
+    if sweep or not isinstance(executor, Sequential):
+        raise ValueError("under accelerate launch: no --sweep and no --executor ray")
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"under accelerate launch use --device cuda (each process gets its GPU), not {device}")
 
 
 @main.command("list")

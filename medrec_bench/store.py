@@ -24,7 +24,9 @@ older files are migrated on open.  Version 2 added to ``runs`` the model's
 version-1 file read back with ``code_hash``/``uncertainty`` None,
 ``diagnostics`` ``"{}"`` and ``std`` NaN. Version 3 added the ``secrets`` table: the per-store key of the
 patient pseudonyms in saved predictions (:meth:`ResultStore.patient_secret`), kept inside the database so that it
-never sits next to the prediction files.
+never sits next to the prediction files. Version 4 added the ``sweeps`` and ``sweep_runs`` tables: a
+hyper-parameter sweep (``run --sweep``) and its trials' runs with their validation PRAUC and which configuration was
+chosen (:meth:`ResultStore.record_sweep`); the runs themselves stay ordinary rows of ``runs``.
 
 Paths: a store that cannot be one (a directory, a path under a file, a file that is not SQLite, a database of a
 newer schema version or with a ``runs`` table of other columns) is a one-line :class:`StoreError` naming the file and
@@ -57,12 +59,14 @@ __all__ = [
     "ResultStore",
     "RunRecord",
     "StoreError",
+    "SweepRecord",
+    "SweepTrial",
     "canonical_json",
     "utc_now",
 ]
 
 DEFAULT_DB_PATH = Path("results") / "medrec.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _BUSY_TIMEOUT_S = 60
 _MAX_RETRIES = 8
@@ -123,6 +127,30 @@ _MIGRATE_TO_V3 = """
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _PATIENT_SECRET = "patient_key"
+
+_MIGRATE_TO_V4 = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY,
+    sweep_key TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    data TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    selection TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_runs (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    trial INTEGER NOT NULL,
+    val_prauc REAL,
+    chosen INTEGER NOT NULL DEFAULT 0 CHECK (chosen IN (0, 1)),
+    PRIMARY KEY (sweep_id, run_id)
+);
+"""
+_SWEEP_COLUMNS = ("sweep_key", "name", "model", "spec", "data", "protocol", "selection", "created_at")
+_SWEEP_RUN_COLUMNS = ("sweep_id", "run_id", "trial", "val_prauc", "chosen")
 
 _RUN_COLUMNS = (
     "run_key",
@@ -204,6 +232,34 @@ class RunRecord:
     uncertainty: str | None = None
     diagnostics: str = "{}"
     id: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """One row of ``sweeps``: a hyper-parameter sweep over one model. ``sweep_key`` identifies it (its spec, cohort,
+    protocol, seeds and evaluation settings: re-running the same sweep updates its row), ``spec`` is the sweep file's
+    content as JSON (a dict is stored canonically), ``selection`` what the chosen trial maximised (``val_prauc``)."""
+
+    sweep_key: str
+    name: str
+    model: str
+    spec: str
+    data: str
+    protocol: str
+    selection: str = "val_prauc"
+    created_at: str | None = None
+    id: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class SweepTrial:
+    """One row of ``sweep_runs``: a run of trial number ``trial`` (one parameter configuration; one run per seed),
+    its validation PRAUC (None when it failed) and whether its configuration is the sweep's choice."""
+
+    run_id: int
+    trial: int
+    val_prauc: float | None
+    chosen: bool = False
 
 
 class StoreError(ValueError):
@@ -418,7 +474,7 @@ class ResultStore:
                 f"this code supports up to {SCHEMA_VERSION} (a newer medrec-bench wrote it)"
             )
         # (version reached, SQL); a new file runs them all
-        steps = ((1, _SCHEMA_V1), (2, _MIGRATE_TO_V2), (3, _MIGRATE_TO_V3))
+        steps = ((1, _SCHEMA_V1), (2, _MIGRATE_TO_V2), (3, _MIGRATE_TO_V3), (4, _MIGRATE_TO_V4))
         for target, script in steps:
             if version < target:
                 for statement in script.split(";"):
@@ -426,7 +482,8 @@ class ResultStore:
                         conn.execute(statement)
         if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        for table, wanted in (("runs", ("id", *_RUN_COLUMNS)), ("metrics", ("run_id", *_METRIC_COLUMNS))):
+        for table, wanted in (("runs", ("id", *_RUN_COLUMNS)), ("metrics", ("run_id", *_METRIC_COLUMNS)),
+                              ("sweeps", ("id", *_SWEEP_COLUMNS)), ("sweep_runs", _SWEEP_RUN_COLUMNS)):
             have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
             missing = [c for c in wanted if c not in have]
             if missing:
@@ -535,6 +592,40 @@ class ResultStore:
             return conn.execute("SELECT value FROM secrets WHERE name = ?", (_PATIENT_SECRET,)).fetchone()[0]
 
         return self._write(tx)
+
+    def record_sweep(self, sweep: SweepRecord, trials: Iterable[SweepTrial]) -> int:
+        """Store a sweep and its trials' runs in one transaction; return the sweep's id. A sweep with the same
+        ``sweep_key`` keeps its id and creation time, and its trials are replaced by ``trials``."""
+        row = dataclasses.replace(sweep, spec=canonical_json(sweep.spec), created_at=sweep.created_at or utc_now())
+        trials = list(trials)
+
+        def tx(conn: sqlite3.Connection) -> int:
+            existing = conn.execute("SELECT id FROM sweeps WHERE sweep_key = ?", (row.sweep_key,)).fetchone()
+            if existing is None:
+                cur = conn.execute(f"INSERT INTO sweeps ({', '.join(_SWEEP_COLUMNS)}) VALUES "
+                                   f"({', '.join('?' for _ in _SWEEP_COLUMNS)})",
+                                   tuple(getattr(row, c) for c in _SWEEP_COLUMNS))
+                sweep_id = int(cur.lastrowid)
+            else:
+                sweep_id = int(existing["id"])
+                conn.execute("DELETE FROM sweep_runs WHERE sweep_id = ?", (sweep_id,))
+            for t in trials:
+                conn.execute(f"INSERT INTO sweep_runs ({', '.join(_SWEEP_RUN_COLUMNS)}) VALUES (?, ?, ?, ?, ?)",
+                             (sweep_id, int(t.run_id), int(t.trial), t.val_prauc, int(bool(t.chosen))))
+            return sweep_id
+
+        return self._write(tx)
+
+    def sweep(self, sweep_key: str) -> SweepRecord | None:
+        """The sweep with this key, or None."""
+        rows = self._read("SELECT * FROM sweeps WHERE sweep_key = ?", (sweep_key,))
+        return SweepRecord(**{c: rows[0][c] for c in ("id", *_SWEEP_COLUMNS)}) if rows else None
+
+    def sweep_trials(self, sweep_id: int) -> list[SweepTrial]:
+        """The runs of a sweep, ordered by trial and run id."""
+        rows = self._read("SELECT * FROM sweep_runs WHERE sweep_id = ? ORDER BY trial, run_id", (int(sweep_id),))
+        return [SweepTrial(int(r["run_id"]), int(r["trial"]), _opt_float(r["val_prauc"]), bool(r["chosen"]))
+                for r in rows]
 
     def delete_run(self, run_id: int) -> bool:
         """Delete a run and its metrics; return whether a run was deleted."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from medrec_bench.records import MetricResult
-from medrec_bench.store import SCHEMA_VERSION, ResultStore, RunRecord, StoreError
+from medrec_bench.store import SCHEMA_VERSION, ResultStore, RunRecord, StoreError, SweepRecord, SweepTrial
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,7 +280,7 @@ def test_version_1_database_opens_and_migrates(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.executescript(_V1_SCHEMA)
     with ResultStore(db) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         old = store.get_run(1)
         assert old.run_key == "old" and old.train_seconds == 1.5
         assert old.code_hash is None and old.uncertainty is None and old.diagnostics == "{}"
@@ -290,6 +290,26 @@ def test_version_1_database_opens_and_migrates(db: Path) -> None:
         assert store.get_run(new).diagnostics == '{"epochs_run":3}'
     with ResultStore(db) as store:  # re-opening a migrated file changes nothing
         assert store.schema_version == SCHEMA_VERSION and len(store.runs()) == 2
+
+
+def test_version_3_database_gains_the_sweep_tables(db: Path) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(_V1_SCHEMA)
+    with ResultStore(db) as store:  # a version-3 file: migrate to 3, then take the sweep tables away again
+        conn = store._conn_or_raise()
+        conn.executescript("DROP TABLE sweep_runs; DROP TABLE sweeps; PRAGMA user_version = 3;")
+    with ResultStore(db) as store:
+        assert store.schema_version == 4 and store.get_run(1).run_key == "old"
+        a = store.record_run(make_run("a"), make_metrics())
+        b = store.record_run(make_run("b"), make_metrics())
+        sweep = SweepRecord("key", "lr-sweep", "safedrug", {"params": {"lr": [0.1, 0.2]}}, "synthetic", "temporal")
+        sweep_id = store.record_sweep(sweep, [SweepTrial(a, 0, 0.5), SweepTrial(b, 1, 0.7, chosen=True)])
+        again = store.record_sweep(sweep, [SweepTrial(a, 0, 0.5, chosen=True), SweepTrial(b, 1, None)])
+        assert again == sweep_id and store.sweep("key").spec == '{"params":{"lr":[0.1,0.2]}}'
+        assert store.sweep_trials(sweep_id) == [SweepTrial(a, 0, 0.5, True), SweepTrial(b, 1, None, False)]
+        store.delete_run(b)  # a deleted run leaves its sweep
+        assert [t.run_id for t in store.sweep_trials(sweep_id)] == [a]
 
 
 def _raising_after_two():

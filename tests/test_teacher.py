@@ -123,6 +123,9 @@ def test_checkpoint_holds_only_adapter_and_head(overfit, tmp_path, patients32):
     assert len(state) == 1 + 2 * 7 * n_layers  # lora_A and lora_B on q,k,v,o,gate,up,down of every layer
     again = LeaderTeacher.load(tmp_path / "saved", ctx)
     np.testing.assert_array_equal(again.predict_proba(patients32[:8]), model.predict_proba(patients32[:8]))
+    # the fit's padding share is a diagnostic of the fit: a loaded teacher reports none (not NaN over the cached value)
+    assert 0.0 <= model.diagnostics()["padding_fraction"] < 1.0
+    assert "padding_fraction" not in again.diagnostics()
 
 
 def test_max_steps_caps_optimizer_steps(demo_cohort, patients32, tmp_path):

@@ -14,7 +14,8 @@ temporary name and renamed, so a crash never leaves a half-written index; two pr
 at the same time may compute the same rows twice (the last index written wins), never corrupt it. Every shard the
 index points to is checked against its sha256 when the store opens: the rows of a changed or truncated shard are
 dropped (one :class:`~medrec_bench.data.cache.CacheRebuiltWarning`) and so computed again. Without a folder the store
-lives in memory.
+lives in memory; a read-only store (``writable=False``: the other processes of a data-parallel launch, see
+:mod:`medrec_bench.distributed`) reads the folder and keeps what it computes in memory.
 """
 
 from __future__ import annotations
@@ -62,12 +63,14 @@ def to_float16(values: np.ndarray) -> np.ndarray:
 
 class ArrayStore:
     """float16 arrays [n_k, dim] by string key, in memory-mapped ``.npy`` shards under ``folder`` (created on first
-    write), or in memory when ``folder`` is None. An index of another fingerprint or width is ignored (empty)."""
+    write), or in memory when ``folder`` is None or not ``writable``. An index of another fingerprint or width is
+    ignored (empty)."""
 
-    def __init__(self, folder: Path | None, fingerprint: str, dim: int) -> None:
+    def __init__(self, folder: Path | None, fingerprint: str, dim: int, writable: bool = True) -> None:
         self.folder = Path(folder) if folder is not None else None
         self.fingerprint = fingerprint
         self.dim = dim
+        self.writable = writable
         self._memory: dict[str, np.ndarray] = {}
         self._shards: dict[int, np.ndarray] = {}
         self._index = self._read_index()
@@ -125,7 +128,7 @@ class ArrayStore:
     def write(self, keys: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
         """Store ``arrays[i]`` (float [n_i, dim]) under ``keys[i]``: one new shard for a folder store."""
         arrays = [to_float16(a).reshape(-1, self.dim) for a in arrays]
-        if self.folder is None:
+        if self.folder is None or not self.writable:
             self._memory.update(zip(keys, arrays))
             return
         if not arrays:
@@ -158,8 +161,8 @@ class FeatureCache:
     """float16 feature rows [dim] by sample, stored under ``folder`` (see :class:`ArrayStore`). ``hits`` / ``computed``
     count the rows served from the cache and the rows computed, over the cache's life."""
 
-    def __init__(self, folder: Path | None, fingerprint: str, dim: int) -> None:
-        self.store = ArrayStore(folder, fingerprint, dim)
+    def __init__(self, folder: Path | None, fingerprint: str, dim: int, writable: bool = True) -> None:
+        self.store = ArrayStore(folder, fingerprint, dim, writable)
         self.dim = dim
         self.hits = 0
         self.computed = 0
