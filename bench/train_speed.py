@@ -4,7 +4,7 @@ Usage::
 
     python bench/train_speed.py [--models gamenet,safedrug,molerec] [--patients 2000] [--protocol visit]
                                 [--bs1-steps 150] [--repeats 3] [--epochs 15] [--quality-patients 2000]
-                                [--seeds 0,1,2] [--skip-speed] [--skip-quality] [--defaults] [--threads 1] [--cache DIR]
+                                [--seeds 0,1,2] [--bs1-seeds 0] [--skip-speed] [--skip-quality] [--defaults] [--threads 1] [--cache DIR]
     python bench/train_speed.py --step-ms [--steps 30] [--models ...] [--patients 2000]
 
 ``--step-ms`` alone: the milliseconds of one training step (make the batch, forward and loss, backward, Adam step;
@@ -26,7 +26,10 @@ Otherwise three measurements on the embedded synthetic cohort, each model with i
    the mean paired difference mini-batch minus batch 1 (the target: >= 0 for Jaccard); then, to tell ranking from
    calibration, the mean predicted set size at 0.5 next to the truth's, and the Jaccard at the threshold tuned on
    the same validation split (``medrec_bench.evaluate.tune_threshold``; an upper bound of what re-thresholding can
-   give);
+   give); and the time to batch-1 quality: the first epoch at which the mini-batch arm's validation Jaccard and
+   PRAUC are both within 0.01 of the batch-1 arm's final values, its seconds (build, training and validation) and
+   their ratio to the batch-1 arm's whole run. ``--bs1-seeds`` runs the slow batch-1 arm for fewer seeds than the
+   mini-batch arm (the paired difference then covers the common seeds);
 3. ``--defaults``: the registry defaults end to end on the ``--patients`` cohort (early stopping included), with
    the training seconds and test scores.
 
@@ -92,6 +95,38 @@ def timed_fit(model: Any, train: list, val: list, ctx: Context) -> tuple[float, 
     return total - spent["build"] - spent["predict"], spent["predict"]
 
 
+def record_curve(model: Any, val: list, n_drugs: int) -> list[tuple[float, float, float]]:
+    """Make ``model`` (a TorchRecommender about to be fitted) append ``(seconds since this call, validation Jaccard at
+    its threshold, validation PRAUC)`` after every epoch to the returned list; the seconds count training and
+    validation. Uses the validation probabilities the shared loop computes anyway (no extra pass)."""
+    curve: list[tuple[float, float, float]] = []
+    truth = targets_matrix(val, n_drugs).numpy()
+    start, last = time.perf_counter(), {}
+    predict, on_epoch_end = model.predict_proba, model.on_epoch_end
+
+    def predicting(samples):
+        last["prob"] = predict(samples)
+        return last["prob"]
+
+    def epoch_end(record):
+        on_epoch_end(record)
+        jaccard = float(multilabel_scores(truth, last["prob"], model.default_threshold)["jaccard"].mean())
+        curve.append((time.perf_counter() - start, jaccard, record["val_prauc"]))
+
+    model.predict_proba, model.on_epoch_end = predicting, epoch_end
+    return curve
+
+
+def time_to_quality(curve: list[tuple[float, float, float]], jaccard: float, prauc: float,
+                    tolerance: float = 0.01) -> tuple[int, float] | None:
+    """(epoch counted from 1, seconds) of the first epoch of ``curve`` (from :func:`record_curve`) whose validation
+    Jaccard and PRAUC are both within ``tolerance`` of ``jaccard`` / ``prauc``; None when no epoch is."""
+    for epoch, (seconds, j, p) in enumerate(curve, start=1):
+        if j >= jaccard - tolerance and p >= prauc - tolerance:
+            return epoch, seconds
+    return None
+
+
 def scores(model: Any, samples: list, cohort: Any) -> dict[str, float]:
     """Jaccard, PRAUC, DDI rate and mean set size at the model's threshold; the truth's mean set size; the tuned
     threshold on ``samples`` and the Jaccard there."""
@@ -150,8 +185,26 @@ def print_step_times(names: list[str], registry: Any, train: list, ctx: Context,
                                   "total", "wall"]))
 
 
+def quality_reach(name: str, got: dict[str, list[dict[str, float]]],
+                  curves: dict[str, list[list[tuple[float, float, float]]]]) -> list[str]:
+    """One row of the time-to-batch-1-quality table (see :func:`time_to_quality`)."""
+    if not got["batch 1"]:
+        return [name, "no batch-1 run", "", "", "", ""]
+    jaccard = float(np.mean([r["jaccard"] for r in got["batch 1"]]))
+    prauc = float(np.mean([r["prauc"] for r in got["batch 1"]]))
+    bs1_s = float(np.mean([r["wall_s"] for r in got["batch 1"]]))
+    hits = [time_to_quality(c, jaccard, prauc) for c in curves["mini-batch"]]
+    epochs = ", ".join("never" if h is None else str(h[0]) for h in hits)
+    seconds = ", ".join("-" if h is None else f"{h[1]:.0f}" for h in hits)
+    ratio = (f"{max(h[1] for h in hits) / bs1_s:.3f} (slowest seed)" if hits and all(h is not None for h in hits)
+             else "not reached")
+    return [name, f"{jaccard:.4f} / {prauc:.4f}", f"{bs1_s:.0f}", epochs, seconds, ratio]
+
+
 def mean_sd(results: list[dict[str, float]], key: str) -> str:
     """``"mean ± sd"`` of ``key`` over ``results`` (sd 0 for one result)."""
+    if not results:
+        return "-"
     values = np.array([r[key] for r in results])
     return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"
 
@@ -166,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=15, help="epochs of the quality comparison")
     ap.add_argument("--quality-patients", type=int, default=2000, help="cohort size of the quality comparison")
     ap.add_argument("--seeds", default="0,1,2", help="seeds of the quality comparison (comma-separated)")
+    ap.add_argument("--bs1-seeds", default=None,
+                    help="seeds of the batch-size-1 arm of part 2 (default: --seeds; it is the slow arm)")
     ap.add_argument("--skip-speed", action="store_true", help="skip part 1 (the epoch timing)")
     ap.add_argument("--skip-quality", action="store_true", help="skip part 2 (the slow batch-size-1 training)")
     ap.add_argument("--step-ms", action="store_true", help="only time single training steps (see the docstring)")
@@ -215,25 +270,35 @@ def main(argv: list[str] | None = None) -> None:
     # 2. quality after the same number of epochs --------------------------------------------------------------------
     if not args.skip_quality:
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        bs1_seeds = seeds if args.bs1_seeds is None else [int(x) for x in args.bs1_seeds.split(",") if x.strip()]
         small = load_cohort("synthetic", patients=args.quality_patients, cache=cache)
         s_splits = make_splits(small, args.protocol, seed=args.seed)
         s_train, s_val = list(s_splits.train), list(s_splits.val)
-        rows, calibration = [], []
+        rows, calibration, reach = [], [], []
         for name in names:
             entry = registry.get(name)
             arms = {"batch 1": {"batch_size": 1, "lr": AUTHORS_LR[name]}, "mini-batch": {}}
             got: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
+            curves: dict[str, list[list[tuple[float, float, float]]]] = {arm: [] for arm in arms}
             for seed in seeds:
                 s_ctx = Context.from_cohort(small, seed=seed, work_dir=cache / "work")
                 for arm, params in arms.items():
+                    if arm == "batch 1" and seed not in bs1_seeds:
+                        continue
                     model = entry.create({"epochs": args.epochs, "patience": 0, **params})
+                    curves[arm].append(record_curve(model, s_val, len(small.vocab.drugs)))
                     train_s, _ = timed_fit(model, s_train, s_val, s_ctx)
-                    got[arm].append({**scores(model, s_val, small), "train_s": train_s})
+                    got[arm].append({**scores(model, s_val, small), "train_s": train_s, "seed": seed,
+                                     "wall_s": curves[arm][-1][-1][0]})
                     r = got[arm][-1]
                     print(f"  {name} seed {seed} {arm}: val Jaccard {r['jaccard']:.4f}, PRAUC {r['prauc']:.4f}, "
                           f"drugs/visit {r['n_drugs']:.1f} (truth {r['n_true']:.1f}), tuned Jaccard "
-                          f"{r['tuned_jaccard']:.4f} at {r['tuned_threshold']:.2f}, {train_s:.0f} s", flush=True)
-            diff = np.array([m["jaccard"] - o["jaccard"] for m, o in zip(got["mini-batch"], got["batch 1"])])
+                          f"{r['tuned_jaccard']:.4f} at {r['tuned_threshold']:.2f}, {train_s:.0f} s; per epoch "
+                          f"(s, Jaccard, PRAUC): "
+                          + " ".join(f"({t:.0f}, {j:.3f}, {p:.3f})" for t, j, p in curves[arm][-1]), flush=True)
+            paired = [(m, o) for m in got["mini-batch"] for o in got["batch 1"] if m["seed"] == o["seed"]]
+            diff = np.array([m["jaccard"] - o["jaccard"] for m, o in paired]) if paired else np.array([np.nan])
+            reach.append(quality_reach(name, got, curves))
             mini = entry.create()
             rows.append([name, mean_sd(got["batch 1"], "jaccard"), mean_sd(got["mini-batch"], "jaccard"),
                          f"{diff.mean():+.4f}", mean_sd(got["batch 1"], "prauc"), mean_sd(got["mini-batch"], "prauc"),
@@ -253,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
         print(tabulate(calibration, headers=["model", "truth drugs/visit", "drugs/visit bs1", "drugs/visit mini",
                                              "tuned Jaccard bs1", "tuned Jaccard mini", "tuned threshold bs1",
                                              "tuned threshold mini"]))
+        print("\n   time to batch-1 quality: the first epoch whose validation Jaccard and PRAUC are both within 0.01 "
+              "of the batch-1 arm's final values (mean over its seeds); seconds of training + validation, against the "
+              "batch-1 arm's full run (mean over its seeds)")
+        print(tabulate(reach, headers=["model", "batch-1 Jaccard / PRAUC", "batch-1 s", "mini-batch epoch (per seed)",
+                                       "mini-batch s (per seed)", "mini / batch-1 time"]))
         print(f"peak RSS {peak_rss_mb():.0f} MiB")
 
     # 3. registry defaults end to end -------------------------------------------------------------------------------
