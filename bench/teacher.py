@@ -3,9 +3,11 @@
 Usage: ``python bench/teacher.py [--backbone smollm2-135m] [--arms float32:all,float32:2] [--steps 10]
 [--batch-size 4] [--infer 32] [--eval-batch-size 8] [--max-length 2048] [--threads N] [--device cpu]``
 
-An arm is ``DTYPE:LORA_LAYERS[:PREFIX_DTYPE]`` (``all`` = LoRA on every block, the paper; an int k = the top k
-blocks, with the frozen prefix computed once and cached in memory, in the backbone's dtype or, with ``int8``, through
-dynamically quantised Linear layers; for int8 arms the states' relative error against the fp32 prefix is printed). Data: the default synthetic cohort, protocol ``last_visit``;
+An arm is ``DTYPE:LORA_LAYERS[:PREFIX_DTYPE[:TOP]]`` (``all`` = LoRA on every block, the paper; an int k = the top
+k blocks, with the frozen prefix computed once and cached in memory, in the backbone's dtype (``backbone``) or, with
+``int8``, through dynamically quantised Linear layers; for int8 arms the states' relative error against the fp32
+prefix is printed; ``TOP``: ``last`` (default: the last block at the last token only) or ``full`` (the whole top
+at every token, the reference for that shortcut)). Data: the default synthetic cohort, protocol ``last_visit``;
 training batches are drawn from the train split in a fixed order, inference runs on the first ``--infer`` test
 samples. For each arm the teacher's module is built, top-k arms then run the one-time prefix pass over every timed
 prompt (timed separately: prompts/s and achieved GFLOP/s = 2 x bottom-block parameters x tokens, as a fraction of a
@@ -58,7 +60,10 @@ def bench_arm(arm: str, args: argparse.Namespace, ctx: Context, train: list, tes
               peak: float) -> dict[str, object]:
     """Train/inference throughput of one ``DTYPE:LORA_LAYERS`` arm."""
     dtype, _, rest = arm.partition(":")
-    layers, _, prefix_dtype = rest.partition(":")
+    layers, _, rest = rest.partition(":")
+    prefix_dtype, _, top = rest.partition(":")
+    if top not in ("", "last", "full"):
+        raise SystemExit(f"arm {arm!r}: TOP must be 'last' or 'full', not {top!r}")
     seed_everything(0)
     model = LeaderTeacher(backbone=args.backbone, dtype=dtype, batch_size=args.batch_size,
                           effective_batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
@@ -73,6 +78,7 @@ def bench_arm(arm: str, args: argparse.Namespace, ctx: Context, train: list, tes
     tokens = [len(model.token_ids(s)) for b in batches for s in b] + [len(model.token_ids(s)) for s in test]
     prefix: dict[str, object] = {}
     if model._prefix is not None:
+        model._prefix.split.last_token_only = top != "full"
         timed = list({id(s): s for b in batches for s in b}.values()) + test
         seconds = _timed(lambda: model._prefix.ensure(timed))
         split = model._prefix.split
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="smollm2-135m")
     parser.add_argument("--arms", default="float32:all,float32:2",
-                        help="comma-separated DTYPE:LORA_LAYERS[:PREFIX_DTYPE]")
+                        help="comma-separated DTYPE:LORA_LAYERS[:PREFIX_DTYPE[:TOP]]")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--infer", type=int, default=32)

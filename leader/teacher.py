@@ -61,7 +61,8 @@ from medrec_bench.llm.batches import PADDING_SIDES, TokenBatch, TrainableStateMo
 from medrec_bench.llm.features import FeatureCache
 from medrec_bench.llm.lora import LORA_TARGETS, PromptLoRATraining, check_effective_batch_size
 from medrec_bench.llm.prefix_cache import (DecoderSplit, PrefixBatch, PrefixStates, check_lora_layers,
-                                           check_prefix_dtype, mask_positions, top_lora)
+                                           check_prefix_dtype, last_positions, mask_positions,
+                                           top_lora)
 from medrec_bench.llm.tokens import PromptTokens
 from medrec_bench.models import Context, TorchRecommender
 from medrec_bench.tasks.batching import length_bucketed_order, padding_fraction, targets_matrix
@@ -105,23 +106,22 @@ class TeacherNet(TrainableStateModule):
     # --- forward --------------------------------------------------------------------------------------------------
     def pool(self, batch: TokenBatch | PrefixBatch) -> torch.Tensor:
         """Final-layer hidden state at the last real token of each prompt (its EOS): [B, hidden], backbone dtype.
-        A :class:`PrefixBatch` (states entering block L - k) runs only the top k blocks and the final norm."""
+        A :class:`PrefixBatch` (states entering block L - k) runs only the top k blocks and the final norm, the last
+        block at the last token only (:meth:`~medrec_bench.llm.prefix_cache.DecoderSplit.forward_last`)."""
         mask = batch.attention_mask
         if isinstance(batch, PrefixBatch):
             if self.split is None:
                 raise ValueError("a batch of prefix states needs a teacher with LoRA on the top blocks only")
             dtype = next(self.split.top.parameters()).dtype
-            hidden = self.split.forward_top(batch.hidden.to(dtype), mask)
-        else:
-            kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask}
-            if self._pass_positions:  # positions count real tokens only, so left padding changes nothing
-                kwargs["position_ids"] = mask_positions(mask)
-            if self._pass_use_cache:
-                kwargs["use_cache"] = False
-            out = self.backbone(**kwargs)
-            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        last = (mask.long() * positions).argmax(dim=1).to(hidden.device)
+            return self.split.forward_last(batch.hidden.to(dtype), mask)
+        kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": mask}
+        if self._pass_positions:  # positions count real tokens only, so left padding changes nothing
+            kwargs["position_ids"] = mask_positions(mask)
+        if self._pass_use_cache:
+            kwargs["use_cache"] = False
+        out = self.backbone(**kwargs)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        last = last_positions(mask).to(hidden.device)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def forward(self, batch: TokenBatch | PrefixBatch) -> torch.Tensor:

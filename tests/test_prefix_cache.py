@@ -137,3 +137,65 @@ def test_llm_generative_trains_through_the_prefix_cache(demo_cohort, samples, tm
     assert (fitted._prefix.computed, fitted._prefix.cached) == (len(samples) - 6, 6) and fitted.epochs_run == 1
     probs = fitted.predict_proba(samples[:3])
     assert probs.shape == (3, ctx.n_drugs) and np.isfinite(probs).all()
+
+
+def _four_block_llama():
+    """A random 4-block Llama (grouped-query attention) with LoRA on blocks 1-3, B matrices non-zero."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from medrec_bench.llm.lora import LORA_TARGETS, apply_lora
+
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = apply_lora(LlamaModel(config), r=4, alpha=8, dropout=0.0, targets=LORA_TARGETS, layers=range(1, 4))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_last_token_path_equals_the_top_blocks(side, k):
+    """forward_last (last block at the last token only) == forward_top gathered at the last real token, values and
+    LoRA gradients (fp32), for any adapter weights, with and without blocks below the last one."""
+    model = _four_block_llama()
+    split = DecoderSplit(decoder_of(model), k)
+    torch.manual_seed(1)
+    tokens = pad_tokens([torch.randint(1, 50, (n,)).tolist() for n in (7, 3, 11, 1)], 0, side)
+    with torch.no_grad():
+        states = split.prefix(tokens) * tokens.attention_mask[..., None]
+    rows = torch.arange(4)
+    last = (tokens.attention_mask * torch.arange(tokens.attention_mask.shape[1])).argmax(1)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
+    grads = []
+    for fn in (lambda: split.forward_top(states, tokens.attention_mask)[rows, last],
+               lambda: split.forward_last(states, tokens.attention_mask)):
+        model.zero_grad()
+        out = fn()
+        out.pow(2).sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in lora if p.grad is not None]))
+    (full, g_full), (last_only, g_last) = grads
+    assert last_only.shape == (4, 32)
+    torch.testing.assert_close(last_only, full, atol=1e-5, rtol=1e-5)
+    assert len(g_full) == len(g_last) > 0
+    for a, b in zip(g_full, g_last):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
+def test_last_token_path_falls_back_for_an_unknown_block():
+    """A block without Llama-style attention (here: q/k norms, as in Qwen3) runs the full top path."""
+    model = _four_block_llama()
+    split = DecoderSplit(decoder_of(model), 2)
+    assert split._last_token_supported(10)
+    split.decoder.layers[-1].self_attn.q_norm = torch.nn.Identity()
+    assert not split._last_token_supported(10)
+    tokens = pad_tokens([[3, 4, 5], [6]], 0, "right")
+    with torch.no_grad():
+        states = split.prefix(tokens)
+        out = split.forward_last(states, tokens.attention_mask)
+        ref = split.forward_top(states, tokens.attention_mask)[torch.arange(2), torch.tensor([2, 0])]
+    torch.testing.assert_close(out, ref)

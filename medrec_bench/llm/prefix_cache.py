@@ -38,7 +38,7 @@ from .lora import apply_lora
 
 __all__ = ["PREFIX_DTYPES", "DecoderSplit", "PrefixBatch", "PrefixStates", "TopLoRA", "check_lora_layers",
            "check_prefix_dtype",
-           "decoder_of", "mask_positions", "top_lora"]
+           "decoder_of", "last_positions", "mask_positions", "top_lora"]
 
 #: how the frozen prefix is computed: in the backbone's own dtype, or with int8 dynamically quantised Linear layers
 PREFIX_DTYPES = ("backbone", "int8")
@@ -47,6 +47,18 @@ PREFIX_DTYPES = ("backbone", "int8")
 def mask_positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids long [B, T] counting real tokens only (``mask`` [B, T], 1 = real), 0 on padding."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Index long [B] of the last real token of each row of ``mask`` [B, T] (1 = real; left or right padding)."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    return (mask.long() * positions).argmax(dim=1)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of ``x`` [..., head_dim] (halves rotated) with ``cos`` / ``sin`` broadcast to it."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
 
 
 def decoder_of(model: nn.Module) -> nn.Module:
@@ -84,6 +96,9 @@ class DecoderSplit:
         self.decoder = decoder
         self.bottom = _view(decoder, list(decoder.layers[: self.n_layers - k]), nn.Identity())
         self.top = _view(decoder, list(decoder.layers[self.n_layers - k:]), decoder.norm)
+        # the top blocks but the last, for :meth:`forward_last` (None when k = 1)
+        self.body = _view(decoder, list(decoder.layers[self.n_layers - k:-1]), nn.Identity()) if k > 1 else None
+        self.last_token_only = True  # False: forward_last runs the whole top (a benchmark's reference arm)
 
     @property
     def cut(self) -> int:
@@ -103,6 +118,57 @@ class DecoderSplit:
         out = self.top(inputs_embeds=hidden, attention_mask=attention_mask,
                        position_ids=mask_positions(attention_mask), use_cache=False)
         return out.last_hidden_state
+
+    def forward_last(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final-layer hidden state (after the final norm) at the last real token of each row: float [B, hidden],
+        from prefix states ``hidden`` [B, T, hidden].
+
+        The same numbers as ``forward_top(...)`` gathered at the last real token, for less work: the last block's
+        output is needed at one position only, so that block computes keys and values over all tokens but its query,
+        attention output, MLP and the final norm at the last token alone (the MLP is about three quarters of a
+        block's FLOPs). Blocks below the last one run through the model's own forward. A block this path does not
+        know (not Llama-style, or a sliding window shorter than the prompt) falls back to ``forward_top``.
+        """
+        last = last_positions(attention_mask).to(hidden.device)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        if not (self.last_token_only and self._last_token_supported(hidden.shape[1])):
+            return self.forward_top(hidden, attention_mask)[rows, last]
+        positions = mask_positions(attention_mask)
+        if self.body is not None:
+            hidden = self.body(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=positions,
+                               use_cache=False).last_hidden_state
+        layer = self.decoder.layers[-1]
+        attn = layer.self_attn
+        batch, length = hidden.shape[:2]
+        x = layer.input_layernorm(hidden)
+        cos, sin = self.decoder.rotary_emb(hidden, positions)  # [B, T, head_dim]
+        query = attn.q_proj(x[rows, last]).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
+        keys = attn.k_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+        values = attn.v_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+        query = _rotate(query, cos[rows, last][:, None, None], sin[rows, last][:, None, None])
+        keys = _rotate(keys, cos[:, None], sin[:, None])
+        groups = query.shape[1] // keys.shape[1]  # grouped-query attention: each key/value head serves `groups`
+        keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+        dropout = float(getattr(attn, "attention_dropout", 0.0) or 0.0) if attn.training else 0.0
+        mixed = nn.functional.scaled_dot_product_attention(
+            query, keys, values, attn_mask=attention_mask.to(hidden.device).bool()[:, None, None, :],
+            dropout_p=dropout, scale=attn.scaling)  # the last real token sees every real token
+        out = hidden[rows, last] + attn.o_proj(mixed.transpose(1, 2).reshape(batch, -1))
+        out = out + layer.mlp(layer.post_attention_layernorm(out))
+        return self.decoder.norm(out)
+
+    def _last_token_supported(self, length: int) -> bool:
+        """Whether :meth:`forward_last` knows the last block: a Llama-style block (RMSNorm, q/k/v/o projections
+        without q/k norms, an MLP) with rotary positions and no sliding window shorter than ``length`` tokens."""
+        layer = self.decoder.layers[-1]
+        attn = getattr(layer, "self_attn", None)
+        needed = (hasattr(self.decoder, "rotary_emb") and attn is not None
+                  and all(hasattr(layer, a) for a in ("input_layernorm", "post_attention_layernorm", "mlp"))
+                  and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
+                  and not any(hasattr(attn, a) for a in ("q_norm", "k_norm")))
+        window = getattr(self.decoder.config, "sliding_window", None)
+        sliding = window is not None and getattr(self.decoder.config, "use_sliding_window", True)
+        return bool(needed) and (not sliding or length <= int(window))
 
     def int8_bottom(self) -> nn.Module:
         """A copy of the bottom view with its Linear layers dynamically quantised to int8 (CPU inference only)."""
