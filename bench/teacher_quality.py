@@ -1,13 +1,16 @@
 """Benchmark: LEADER(T) quality and cost with LoRA on the top k blocks vs all blocks, after the same epochs.
 
-Usage: ``python bench/teacher_quality.py [--arms all,2,4] [--patients 500] [--epochs 2] [--seeds 0]
-[--backbone smollm2-135m] [--threads 1] [--max-length 2048]``
+Usage: ``python bench/teacher_quality.py [--arms all,2,4,2@1e-3] [--patients 500] [--epochs 2] [--seeds 0]
+[--backbone smollm2-135m] [--threads 1] [--max-length 2048] [--work DIR]``
 
 Each arm x seed runs in its own subprocess (so its peak RSS is its own): the synthetic cohort of ``--patients``
 patients, protocol ``last_visit`` split with the seed, ``leader_t`` with the registry defaults except
-``lora_layers`` (the arm), ``epochs`` (no early stopping: ``patience 0``, no step cap) and the seed. Reported per
-arm: validation PRAUC and Jaccard@0.5 of the last epoch and of the kept (best-PRAUC) epoch, seconds of the prefix
-pass and of the whole fit, peak RSS; then the PRAUC difference of each arm to the first, per seed and averaged.
+``lora_layers`` (the arm: ``all`` or k, optionally ``@LR`` for another learning rate), ``epochs`` (no early stopping:
+``patience 0``, no step cap) and the seed. Reported per arm: validation PRAUC and Jaccard@0.5 of the last epoch and
+of the kept (best-PRAUC) epoch, seconds of the prefix pass and of the whole fit, peak RSS, the validation PRAUC after
+each epoch (``curve``) and the seconds per epoch; then the PRAUC difference of each arm to the first, per seed.
+Prefix states are stored under ``--work`` (keyed by backbone, prompt settings and k, so arms share them; pointing it
+at ``~/.cache/medrec-bench/work`` reuses what ``medrec-bench run`` computed).
 """
 
 from __future__ import annotations
@@ -47,11 +50,11 @@ def child(args: argparse.Namespace) -> None:
     cohort = load_cohort("synthetic", patients=args.patients)
     splits = make_splits(cohort, "last_visit", seed=args.seed)
     train, val = list(splits.train), list(splits.val)
-    layers = int(args.arm) if args.arm.isdigit() else "all"
+    blocks, _, lr = args.arm.partition("@")
+    layers = int(blocks) if blocks.isdigit() else "all"
     model = Timed(backbone=args.backbone, lora_layers=layers, epochs=args.epochs, patience=0, max_steps=0,
-                  max_length=args.max_length, seed=args.seed)
-    ctx = Context.from_cohort(cohort, seed=args.seed, work_dir=Path(args.work) / f"{args.arm}-{args.seed}",
-                              progress=False)
+                  max_length=args.max_length, seed=args.seed, **({"lr": float(lr)} if lr else {}))
+    ctx = Context.from_cohort(cohort, seed=args.seed, work_dir=Path(args.work).expanduser(), progress=False)
     start = time.perf_counter()
     model.fit(train, val, ctx)
     fit_s = time.perf_counter() - start
@@ -62,7 +65,9 @@ def child(args: argparse.Namespace) -> None:
         "last val PRAUC": model.history[-1]["val_prauc"], "kept val PRAUC": float(scores["prauc"].mean()),
         "kept val Jaccard": float(scores["jaccard"].mean()), "kept epoch": model.best_epoch,
         "prefix s": round(model.prefix_seconds, 1), "fit s": round(fit_s, 1),
-        "padding": model.padding_fraction,
+        "padding": model.padding_fraction, "lr": model.lr,
+        "s per epoch": round((fit_s - model.prefix_seconds) / max(model.epochs_run, 1), 1),
+        "curve": " ".join(f"{r['val_prauc']:.3f}" for r in model.history),
         "peak RSS MiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }))
 
