@@ -1,7 +1,9 @@
 """Benchmark: choose LEADER(S)'s distillation weight ``alpha`` (and optionally ``align_weight``) on validation.
 
 Usage: ``python bench/student_alpha.py [--alphas 0,0.1,0.4,0.8,1.6] [--align-weights 0.005] [--seeds 0]
-[--patients N] [--protocol last_visit] [--model leader_s] [--threads 0]``
+[--patients N] [--protocol last_visit] [--model leader_s] [--threads 0] [--grid dropout=0.1,0.3 ...]``
+
+``--grid NAME=V1,V2`` (repeatable) adds another parameter of the student to the grid (numbers are parsed as numbers).
 
 For every seed the runner's model cache (:class:`~medrec_bench.runner.Workbench`) is used exactly as ``medrec-bench run`` uses it (default cache or
 ``$MEDREC_BENCH_CACHE``), so the teacher trained by ``medrec-bench run --models leader_t`` is loaded, not retrained,
@@ -26,6 +28,19 @@ def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def _value(text: str) -> object:
+    """A grid value: an int, a float or a boolean where it reads as one, else the string."""
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alphas", type=floats, default=floats("0,0.1,0.4,0.8,1.6"))
@@ -35,6 +50,8 @@ def main() -> None:
     ap.add_argument("--protocol", default="last_visit", choices=["visit", "last_visit"])
     ap.add_argument("--model", default="leader_s")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                    help="another student parameter and its values (repeatable)")
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -56,11 +73,18 @@ def main() -> None:
     cohort = load_cohort("synthetic", patients=args.patients, progress=True)
     runner = Workbench(cohort, protocol=args.protocol, progress=True)  # the runner's caches, no store
     seeds = [int(s) for s in args.seeds.split(",")]
+    axes = {}
+    for item in args.grid:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            ap.error(f"--grid takes NAME=V1,V2, not {item!r}")
+        axes[name.strip()] = [_value(v) for v in values.split(",") if v.strip()]
     rows = []
-    for alpha, align in itertools.product(args.alphas, aligns):
+    for alpha, align, *extra in itertools.product(args.alphas, aligns, *axes.values()):
         scores = []
+        more = dict(zip(axes, extra))
         for seed in seeds:
-            overrides = {entry.name: {"alpha": alpha, "align_weight": align}}
+            overrides = {entry.name: {"alpha": alpha, "align_weight": align, **more}}
             start = time.perf_counter()
             fitted = runner.trained(entry, seed, overrides)
             val = list(runner.splits(seed).val)
@@ -68,17 +92,17 @@ def main() -> None:
             s = multilabel_scores(y_true, fitted.model.predict_proba(val), fitted.model.default_threshold)
             scores.append((float(np.mean(s["prauc"])), float(np.mean(s["jaccard"])),
                            fitted.diagnostics.get("epochs_run"), time.perf_counter() - start))
-            print(f"alpha {alpha} align {align} seed {seed}: val PRAUC {scores[-1][0]:.4f} "
+            print(f"alpha {alpha} align {align} {more or ''} seed {seed}: val PRAUC {scores[-1][0]:.4f} "
                   f"Jaccard {scores[-1][1]:.4f} epochs {scores[-1][2]} ({scores[-1][3]:.0f} s)", flush=True)
-        rows.append((alpha, align, np.mean([s[0] for s in scores]), np.mean([s[1] for s in scores]),
+        rows.append((alpha, align, more, np.mean([s[0] for s in scores]), np.mean([s[1] for s in scores]),
                      [s[2] for s in scores]))
     print(f"\n{cohort.name} / {args.protocol}, seeds {seeds}, validation, threshold "
           f"{entry.load_class().default_threshold}")
-    print("| alpha | align_weight | val PRAUC | val Jaccard | epochs |\n|---|---|---|---|---|")
-    for alpha, align, prauc, jac, epochs in rows:
-        print(f"| {alpha} | {align} | {prauc:.4f} | {jac:.4f} | {epochs} |")
-    best = max(rows, key=lambda r: r[2])
-    print(f"chosen: alpha {best[0]}, align_weight {best[1]} (highest mean validation PRAUC)")
+    print("| alpha | align_weight | other | val PRAUC | val Jaccard | epochs |\n|---|---|---|---|---|---|")
+    for alpha, align, more, prauc, jac, epochs in rows:
+        print(f"| {alpha} | {align} | {more or ''} | {prauc:.4f} | {jac:.4f} | {epochs} |")
+    best = max(rows, key=lambda r: r[3])
+    print(f"chosen: alpha {best[0]}, align_weight {best[1]} {best[2] or ''} (highest mean validation PRAUC)")
 
 
 if __name__ == "__main__":
