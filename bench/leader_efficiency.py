@@ -13,7 +13,8 @@ features of the training samples are computed once (timed: the feature pass) and
 student (``leader_s``, class defaults) is then trained with the cached features, so its seconds per epoch are those of
 the deployed training recipe. Training seconds per epoch = fit seconds / epochs run.
 
-Inference is timed in a fresh child process per model: it imports torch and transformers, loads the cohort, resets
+Inference is timed in a fresh child process per model (without a work folder, so the teacher computes the test
+prompts' frozen-prefix states as it would for new patients): it imports torch and transformers, loads the cohort, resets
 its peak RSS (``/proc/self/clear_refs``), loads the saved model, predicts two patients to warm up, then times
 ``predict_proba`` on the test patients: patients/s; peak RSS of the process (``VmHWM``) and its rise over the RSS
 before the model was loaded ("model MiB": weights, backbone included, and inference activations).
@@ -88,7 +89,9 @@ def measure(args: argparse.Namespace) -> None:
     import transformers  # noqa: F401  (imported before the reset: every model process pays for it)
 
     cohort, _, _, test = _data(args)
-    ctx = Context.from_cohort(cohort, device=args.device, work_dir=Path(args.work_dir))
+    # no work folder: the teacher computes the test prompts' frozen-prefix states here, as for new patients, even
+    # when --work-dir is a runner cache that already holds them
+    ctx = Context.from_cohort(cohort, device=args.device, work_dir=None)
     before = _status_mib("VmRSS") if _reset_peak_rss() else None
     model = MODELS[args.measure].load(args.folder, ctx)
     model.predict_proba(test[:2])

@@ -4,6 +4,8 @@ Usage: ``python bench/student_alpha.py [--alphas 0,0.1,0.4,0.8,1.6] [--align-wei
 [--patients N] [--protocol last_visit] [--model leader_s] [--threads 0] [--grid dropout=0.1,0.3 ...]``
 
 ``--grid NAME=V1,V2`` (repeatable) adds another parameter of the student to the grid (numbers are parsed as numbers).
+``--reference logistic,mlp`` also prints the validation scores of other registered models (registry defaults, the
+same seeds and split) at their own default thresholds, as a yardstick.
 
 For every seed the runner's model cache (:class:`~medrec_bench.runner.Workbench`) is used exactly as ``medrec-bench run`` uses it (default cache or
 ``$MEDREC_BENCH_CACHE``), so the teacher trained by ``medrec-bench run --models leader_t`` is loaded, not retrained,
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                     help="another student parameter and its values (repeatable)")
+    ap.add_argument("--reference", default="", help="comma-separated registered models to score on validation too")
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -101,6 +104,17 @@ def main() -> None:
     print("| alpha | align_weight | other | val PRAUC | val Jaccard | epochs |\n|---|---|---|---|---|---|")
     for alpha, align, more, prauc, jac, epochs in rows:
         print(f"| {alpha} | {align} | {more or ''} | {prauc:.4f} | {jac:.4f} | {epochs} |")
+    for name in [m.strip() for m in args.reference.split(",") if m.strip()]:
+        ref = registry.get(name)
+        scores = []
+        for seed in seeds:
+            fitted = runner.trained(ref, seed, {})
+            val = list(runner.splits(seed).val)
+            y_true = targets_matrix(val, len(cohort.vocab.drugs)).numpy()
+            s = multilabel_scores(y_true, fitted.model.predict_proba(val), fitted.model.default_threshold)
+            scores.append((float(np.mean(s["prauc"])), float(np.mean(s["jaccard"]))))
+        print(f"| reference: {ref.name} (threshold {fitted.model.default_threshold}) | | | "
+              f"{np.mean([x[0] for x in scores]):.4f} | {np.mean([x[1] for x in scores]):.4f} | |")
     best = max(rows, key=lambda r: r[3])
     print(f"chosen: alpha {best[0]}, align_weight {best[1]} {best[2] or ''} (highest mean validation PRAUC)")
 
