@@ -174,3 +174,12 @@ def test_text_formats_do_not_import_matplotlib() -> None:
             "print('matplotlib' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+@pytest.mark.parametrize("value, text", [(0, "0"), (9999, "9999"), (10_000, "10k"), (22_336, "22.3k"),
+                                         (237_120, "237k"), (999_999, "1M"), (1_234_567, "1.23M"),
+                                         (134_515_008, "135M"), (7e9, "7G")])
+def test_parameter_counts_are_printed_in_their_own_unit(value, text):
+    from medrec_bench.leaderboard.text import compact_count
+
+    assert compact_count(value) == text

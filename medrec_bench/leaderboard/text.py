@@ -31,17 +31,21 @@ def breakdown_columns(groups: Sequence[str]) -> tuple[Column, ...]:
                                                                                        ("prauc", "PRAUC")))
 
 
-def _compact(value: float) -> str:
-    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if abs(value) >= size:
-            return f"{value / size:.3g}{suffix}"
-    return f"{value:.0f}"
+def compact_count(value: float) -> str:
+    """A count in 3 significant digits with a G / M / k suffix from 10,000 up (9999 -> "9999", 237120 -> "237k")."""
+    if abs(value) < 1e4:
+        return f"{value:.0f}"
+    for unit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        digits = f"{value / unit:.3g}"
+        if abs(float(digits)) >= 1:  # 999,999 is "1M", not "1e+03k"
+            return f"{digits}{suffix}"
+    raise AssertionError("unreachable: |value| >= 1e4 is at least 1k")
 
 
 def format_estimate(col: Column, est: Estimate, row_seeds: int) -> str:
     """``mean ± half interval`` (4 decimals; #drugs 2), cost as its mean; ``(n=k)`` when fewer seeds than the row."""
     if col.group == "cost":
-        text = _compact(est.mean) if col.metric == "n_parameters" else f"{est.mean:.3g}"
+        text = compact_count(est.mean) if col.metric == "n_parameters" else f"{est.mean:.3g}"
     else:
         digits = 2 if col.metric == "n_drugs" else 4
         text = f"{est.mean:.{digits}f} ± {(est.high - est.low) / 2:.{digits}f}"
