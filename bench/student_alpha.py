@@ -82,19 +82,23 @@ def main() -> None:
         if not sep or not values:
             ap.error(f"--grid takes NAME=V1,V2, not {item!r}")
         axes[name.strip()] = [_value(v) for v in values.split(",") if v.strip()]
+
+    def validation(model_entry, seed: int, overrides: dict) -> tuple[float, float, object, float]:
+        """(val PRAUC, val Jaccard at the model's default threshold, epochs run, seconds) of one trained model."""
+        start = time.perf_counter()
+        fitted = runner.trained(model_entry, seed, overrides)
+        val = list(runner.splits(seed).val)
+        y_true = targets_matrix(val, len(cohort.vocab.drugs)).numpy()
+        s = multilabel_scores(y_true, fitted.model.predict_proba(val), fitted.model.default_threshold)
+        return (float(np.mean(s["prauc"])), float(np.mean(s["jaccard"])), fitted.diagnostics.get("epochs_run"),
+                time.perf_counter() - start)
+
     rows = []
     for alpha, align, *extra in itertools.product(args.alphas, aligns, *axes.values()):
         scores = []
         more = dict(zip(axes, extra))
         for seed in seeds:
-            overrides = {entry.name: {"alpha": alpha, "align_weight": align, **more}}
-            start = time.perf_counter()
-            fitted = runner.trained(entry, seed, overrides)
-            val = list(runner.splits(seed).val)
-            y_true = targets_matrix(val, len(cohort.vocab.drugs)).numpy()
-            s = multilabel_scores(y_true, fitted.model.predict_proba(val), fitted.model.default_threshold)
-            scores.append((float(np.mean(s["prauc"])), float(np.mean(s["jaccard"])),
-                           fitted.diagnostics.get("epochs_run"), time.perf_counter() - start))
+            scores.append(validation(entry, seed, {entry.name: {"alpha": alpha, "align_weight": align, **more}}))
             print(f"alpha {alpha} align {align} {more or ''} seed {seed}: val PRAUC {scores[-1][0]:.4f} "
                   f"Jaccard {scores[-1][1]:.4f} epochs {scores[-1][2]} ({scores[-1][3]:.0f} s)", flush=True)
         rows.append((alpha, align, more, np.mean([s[0] for s in scores]), np.mean([s[1] for s in scores]),
@@ -106,14 +110,8 @@ def main() -> None:
         print(f"| {alpha} | {align} | {more or ''} | {prauc:.4f} | {jac:.4f} | {epochs} |")
     for name in [m.strip() for m in args.reference.split(",") if m.strip()]:
         ref = registry.get(name)
-        scores = []
-        for seed in seeds:
-            fitted = runner.trained(ref, seed, {})
-            val = list(runner.splits(seed).val)
-            y_true = targets_matrix(val, len(cohort.vocab.drugs)).numpy()
-            s = multilabel_scores(y_true, fitted.model.predict_proba(val), fitted.model.default_threshold)
-            scores.append((float(np.mean(s["prauc"])), float(np.mean(s["jaccard"]))))
-        print(f"| reference: {ref.name} (threshold {fitted.model.default_threshold}) | | | "
+        scores = [validation(ref, seed, {}) for seed in seeds]
+        print(f"| reference: {ref.name} (threshold {ref.load_class().default_threshold}) | | | "
               f"{np.mean([x[0] for x in scores]):.4f} | {np.mean([x[1] for x in scores]):.4f} | |")
     best = max(rows, key=lambda r: r[3])
     print(f"chosen: alpha {best[0]}, align_weight {best[1]} {best[2] or ''} (highest mean validation PRAUC)")
