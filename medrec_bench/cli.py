@@ -514,5 +514,41 @@ def rescore_cmd(run_id: int, store: Path, threshold: float | None, averaging: st
     click.echo(tabulate(rows, headers=["group", "metric", "mean", "95% CI", "samples"], tablefmt="github"))
 
 
+@main.group("runs")
+def runs_group() -> None:
+    """Move results between stores: an aggregates-only archive of complete runs (JSON lines, safe to commit)."""
+
+
+@runs_group.command("export")
+@_store_option
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Archive file to write (replaced), e.g. results/runs.jsonl.")
+@click.option("--data", default=None, help="Only this cohort (its name, e.g. synthetic-2000).")
+@click.option("--protocol", default=None, help="Only this protocol.")
+def runs_export_cmd(store: Path, out: Path, data: str | None, protocol: str | None) -> None:
+    """Write the store's complete runs and their metrics (no predictions, no patient rows) to an archive."""
+    from .archive import export_runs
+
+    with _open_store(store) as db:
+        n = export_runs(db, out, data=data, protocol=protocol)
+    click.echo(f"wrote {out} ({n} run(s))")
+
+
+@runs_group.command("import")
+@click.argument("archive", type=click.Path(path_type=Path, dir_okay=False))
+@_store_option
+@click.option("--create-dirs", is_flag=True, help="Create the --store file's missing parent folders.")
+def runs_import_cmd(archive: Path, store: Path, create_dirs: bool) -> None:
+    """Add an archive's runs to the store (runs it holds already are kept); `run` then skips them."""
+    from .archive import ArchiveError, import_runs
+
+    with _open_store(store, create=True, create_dirs=create_dirs) as db:
+        try:
+            added, present = import_runs(db, archive)
+        except ArchiveError as exc:
+            raise _Error(str(exc)) from None
+    click.echo(f"imported {added} run(s) into {store} ({present} already there)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
