@@ -6,9 +6,9 @@ Usage: ``python bench/prefix_batch.py [--backbone smollm2-135m] [--batches 8,16]
 Data: the first ``--prompts`` training prompts of the default synthetic cohort (protocol ``last_visit``), sorted by
 length as :class:`~medrec_bench.llm.prefix_cache.PrefixStates` sorts them, so each batch size pads the same way the
 teacher does; ``--length N`` instead keeps only prompts of at least N tokens, cut to N (no padding at all: what
-the batch size alone costs). Each arm runs ``DecoderSplit.prefix`` over all prompts in consecutive batches of its size; the arms
-alternate ``--repeats`` times (after one warm-up pass) and the fastest pass of each counts. Prints prompts/s, the
-padded share of the tokens and the ratio of each arm's prompts/s to the first arm's.
+the batch size alone costs). Each arm runs ``DecoderSplit.prefix`` over all prompts in consecutive batches of its
+size; the arms alternate ``--repeats`` times (after one warm-up pass) and the fastest pass of each counts. Prints
+prompts/s, the padded share of the tokens and the ratio of each arm's prompts/s to the first arm's.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from medrec_bench.data import load_cohort  # noqa: E402
 from medrec_bench.llm.batches import pad_tokens  # noqa: E402
 from medrec_bench.models import Context  # noqa: E402
 from medrec_bench.tasks import make_splits  # noqa: E402
+from medrec_bench.tasks.batching import padding_fraction  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,13 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         for size in sizes:
             best[size] = min(best[size], one_pass(size))
     tokens = sum(map(len, prompts))
-    rows = []
-    for size in sizes:
-        padded = sum(size_of * max(len(p) for p in chunk)
-                     for chunk in (prompts[i:i + size] for i in range(0, len(prompts), size))
-                     for size_of in [len(chunk)])
-        rows.append({"batch": size, "seconds": best[size], "prompts/s": len(prompts) / best[size],
-                     "padding share": 1 - tokens / padded, "x first": best[sizes[0]] / best[size]})
+    lengths, order = [len(p) for p in prompts], range(len(prompts))
+    rows = [{"batch": size, "seconds": best[size], "prompts/s": len(prompts) / best[size],
+             "padding share": padding_fraction(lengths, order, size), "x first": best[sizes[0]] / best[size]}
+            for size in sizes]
     print(f"backbone {args.backbone}, {len(prompts)} prompts ({tokens / len(prompts):.0f} tokens on average), "
           f"bottom {split.cut} of {split.n_layers} blocks, torch threads {torch.get_num_threads()}, "
           f"best of {args.repeats} passes")

@@ -93,7 +93,8 @@ def _parse(text: str, where: str) -> tuple[RunRecord, list[dict[str, Any]]]:
 
 def import_runs(store: ResultStore, path: str | Path) -> tuple[int, int]:
     """Add the archive's runs to ``store``; return (added, already there). A run whose key the store holds as a
-    complete run is left as it is; every line is checked before anything is written."""
+    complete run is left as it is. Every line is parsed before anything is written; metric rows the store refuses
+    stop the import at that run (the runs before it stay, and importing again skips them)."""
     source = Path(path)
     if not source.is_file():
         raise ArchiveError(f"no run archive at {source}")
