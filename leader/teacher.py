@@ -134,8 +134,9 @@ class LeaderTeacher(PromptLoRATraining, TorchRecommender):
 
     Units: ``max_length`` tokens; ``batch_size`` / ``eval_batch_size`` / ``effective_batch_size`` samples;
     ``max_steps`` optimizer steps (0 = no cap; training stops at whichever of ``epochs`` / ``max_steps`` comes first).
-    ``eval_batch_size`` is also the prefix pass's batch: 8 prompts of ~230 tokens ran 3.0 prompts/s through the frozen
-    SmolLM2 blocks on 2 CPU cores against 2.5 at 16 (activations that stay in cache; bench/README.md).
+    ``eval_batch_size`` is also the prefix pass's batch. At equal prompt lengths 8 and 16 are as fast (3.01 vs 3.02
+    prompts/s of 232 tokens on 2 CPU cores, ``python bench/prefix_batch.py --length 232 --prompts 32``); 8 pads less
+    where few length-sorted prompts are batched together (bench/README.md).
     """
 
     default_threshold: ClassVar[float] = 0.5
