@@ -1,12 +1,18 @@
 """The MIMIC-III loader on the real demo in ../shared, checked against an independent plain-Python count."""
 
 import csv
+import json
+import os
+import shutil
+import warnings
 from collections import Counter, defaultdict
 
 import numpy as np
 
 from medrec_bench import resources
 from medrec_bench.data import Cohort, load_cohort
+from medrec_bench.data.cache import CacheRebuiltWarning, write_checksums
+from medrec_bench.data.cohort import META_FILE
 from medrec_bench.data.stats import cohort_stats
 
 
@@ -116,3 +122,38 @@ def test_min_visits_and_top_k(demo_dir, cache_root):
     small = load_cohort("mimic3", demo_dir, cache=cache_root, options={"top_k_diagnoses": 50, "top_k_drugs": 20})
     assert len(small.vocab.diagnoses) <= 50
     assert len(small.vocab.drugs) <= 20
+
+
+def test_fingerprint_and_name_follow_content_not_file_times(demo_dir, demo_cohort, tmp_path):
+    """The same tables with new modification times (a copy on another machine): a new cache entry, but the same
+    content fingerprint and name, so runs and trained models keep their keys; a changed table changes both."""
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_dir, copy)
+    for path in copy.iterdir():
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    moved = load_cohort("mimic3", copy, cache=tmp_path / "cache")
+    assert moved.source_fingerprint != demo_cohort.source_fingerprint  # mtimes key the cache
+    assert moved.fingerprint == demo_cohort.fingerprint and moved.name == demo_cohort.name
+    assert moved.visits.equals(demo_cohort.visits)
+
+    lines = (copy / "PRESCRIPTIONS.csv").read_text().splitlines(keepends=True)
+    (copy / "PRESCRIPTIONS.csv").write_text("".join(lines[:-200]))
+    changed = load_cohort("mimic3", copy, cache=tmp_path / "cache")
+    assert changed.fingerprint != demo_cohort.fingerprint and changed.name != demo_cohort.name
+
+    # a cache written before cohorts recorded their source fingerprint (its fingerprint was the inputs') is rebuilt
+    (folder,) = [p for p in (tmp_path / "cache" / "cohorts").iterdir() if p.name.endswith(moved.source_fingerprint[:16])]
+    meta = json.loads((folder / META_FILE).read_text())
+    del meta["source_fingerprint"]
+    meta["fingerprint"] = moved.source_fingerprint
+    (folder / META_FILE).write_text(json.dumps(meta))
+    write_checksums(folder)
+    for path in copy.iterdir():  # the inputs of that cache entry again
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    shutil.copy(demo_dir / "PRESCRIPTIONS.csv", copy / "PRESCRIPTIONS.csv")
+    os.utime(copy / "PRESCRIPTIONS.csv", ns=(1_000_000_000, 1_000_000_000))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rebuilt = load_cohort("mimic3", copy, cache=tmp_path / "cache")
+    assert any(issubclass(w.category, CacheRebuiltWarning) for w in caught)
+    assert rebuilt.fingerprint == demo_cohort.fingerprint

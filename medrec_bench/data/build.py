@@ -1,19 +1,26 @@
 """Build or load a cohort: ``load_cohort("synthetic")``, ``load_cohort("mimic3", path=...)``, ``load_cohort("mimic4", ...)``.
 
-The built cohort is cached under ``<cache>/cohorts/<source>-<fingerprint>`` (the fingerprint covers the input files'
-names/sizes/mtimes or the synthetic generator's arguments, the options, the recipe version and the vendored tables),
-so a second build with the same inputs is a parquet read. Its name (:func:`cohort_name`, the leaderboard heading)
-says the source and what distinguishes it: ``synthetic-2000``, ``synthetic-500-seed3``, ``mimic3-1a2b3c4d``.
+The built cohort is cached under ``<cache>/cohorts/<source>-<source fingerprint>`` (:func:`cohort_fingerprint`: the
+input files' names/sizes/mtimes or the synthetic generator's arguments, the options, the recipe version and the
+vendored tables), so a second build with the same inputs is a parquet read. The cohort's own ``fingerprint``, which
+keys runs and trained models, is its content (:func:`content_fingerprint`) for the MIMIC sources, so that the same
+tables copied to another machine (new mtimes) give the same cohort name and run keys; for the synthetic source the
+generator's arguments determine the content and the source fingerprint serves. Its name (:func:`cohort_name`, the
+leaderboard heading) says the source and what distinguishes it: ``synthetic-2000``, ``synthetic-500-seed3``,
+``mimic3-1a2b3c4d``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import warnings
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Literal
 
+import polars as pl
 from tqdm.auto import tqdm
 
 from ..paths import cache_dir as default_cache_dir
@@ -24,6 +31,7 @@ from .mimic3 import load_mimic3
 from .mimic4 import hosp_folder, load_mimic4
 from .preprocess import RECIPE_VERSION, PreprocessOptions, build_visits
 from .raw import RawTables
+from .schema import Vocabularies
 from .synthetic import DEFAULT_FORMAT, DEFAULT_PATIENTS, DEFAULT_SEED, FORMATS, write_synthetic
 
 SOURCES = ("synthetic", "mimic3", "mimic4")
@@ -50,12 +58,23 @@ def cohort_fingerprint(source: str, path: Path | None, options: PreprocessOption
     return fingerprint(payload)
 
 
+def content_fingerprint(visits: pl.DataFrame, vocab: Vocabularies, options: PreprocessOptions) -> str:
+    """sha256 hex of what a built cohort holds: every visit row (in order, as JSON), the vocabularies, the options,
+    the recipe version and the vendored tables. Independent of the input files' paths and modification times."""
+    digest = hashlib.sha256(fingerprint({"recipe": RECIPE_VERSION, "options": options.to_dict(),
+                                         "vocab": vocab.to_json(), "columns": visits.columns}).encode())
+    for row in visits.iter_rows():
+        digest.update(json.dumps(row, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
 def cohort_name(source: str, fp: str, options: PreprocessOptions, synthetic: dict[str, Any]) -> str:
     """The cohort's name: its source plus what distinguishes it from other cohorts of that source.
 
     Synthetic: ``synthetic-<patients>``, then ``-seed<seed>`` / ``-<format>`` where those differ from the defaults
-    and ``-<fingerprint[:8]>`` where the preprocessing options do. MIMIC: ``<source>-<fingerprint[:8]>`` (the
-    fingerprint covers the input files and the options).
+    and ``-<fingerprint[:8]>`` where the preprocessing options do. MIMIC: ``<source>-<fingerprint[:8]>`` (``fp``
+    the cohort's content fingerprint, which covers the options).
     """
     if source != "synthetic":
         return f"{source}-{fp[:8]}"
@@ -94,9 +113,12 @@ def _synthetic_arguments(source: str, path: str | Path | None, patients: int | N
 
 
 def build_from_raw(raw: RawTables, name: str, fp: str, options: PreprocessOptions) -> Cohort:
+    """The cohort of ``raw`` under ``options``; ``fp`` its source fingerprint (the fingerprint too for the synthetic
+    source, else the content's)."""
     visits, vocab, stats = build_visits(raw, options)
     meta = {"source": raw.source, "options": options.to_dict(), **stats}
-    return Cohort.from_visits(name, fp, visits, vocab, meta)
+    content = fp if raw.source == "synthetic" else content_fingerprint(visits, vocab, options)
+    return Cohort.from_visits(name, content, visits, vocab, meta, source_fingerprint=fp)
 
 
 def load_cohort(
@@ -128,12 +150,11 @@ def load_cohort(
     synthetic = _synthetic_arguments(source, path, patients, seed, synthetic_format)
     folder = Path(path).expanduser() if path is not None else None
     fp = cohort_fingerprint(source, folder, options, synthetic)
-    name = cohort_name(source, fp, options, synthetic)
     target = Path(cache or default_cache_dir()) / "cohorts" / f"{source}-{fp[:16]}"
     if (target / META_FILE).exists() and not rebuild:
         cached = _verified_cohort(target, fp)
         if cached is not None:
-            return _named(cached, name)
+            return _named(cached, cohort_name(source, cached.fingerprint, options, synthetic))
 
     bar = tqdm(total=3, desc=f"building {source} cohort", disable=not progress, unit="step")
 
@@ -151,7 +172,8 @@ def load_cohort(
             bar.update()
         raw.source = source
         bar.set_postfix_str("preprocessing")
-        cohort = build_from_raw(raw, name, fp, options)
+        cohort = build_from_raw(raw, source, fp, options)
+        cohort.name = cohort_name(source, cohort.fingerprint, options, synthetic)
         shutil.rmtree(raw_dir, ignore_errors=True)
         bar.update()
         bar.set_postfix_str("saving")
@@ -164,17 +186,23 @@ def load_cohort(
         atomic_folder(target, write)
     finally:
         bar.close()
-    return _named(Cohort.load(target), name)
+    cohort = Cohort.load(target)
+    return _named(cohort, cohort_name(source, cohort.fingerprint, options, synthetic))
 
 
 def _verified_cohort(folder: Path, fp: str) -> Cohort | None:
-    """The cached cohort of ``folder`` when its files match their checksums and it is the cohort of fingerprint ``fp``;
-    else None, after one :class:`~medrec_bench.data.cache.CacheRebuiltWarning` and removing the folder."""
+    """The cached cohort of ``folder`` when its files match their checksums and it was built from the inputs of source
+    fingerprint ``fp`` (caches written before cohorts kept it are rebuilt); else None, after one
+    :class:`~medrec_bench.data.cache.CacheRebuiltWarning` and removing the folder."""
     if discard_if_corrupt(folder, "cohort"):
         return None
     cohort = Cohort.load(folder)
-    if cohort.fingerprint != fp:
-        warnings.warn(f"cached cohort at {folder} is of fingerprint {cohort.fingerprint[:16]}, not {fp[:16]}; "
+    recorded = cohort.source_fingerprint
+    if not recorded and cohort.meta.get("source") == "synthetic":
+        recorded = cohort.fingerprint  # written before cohorts kept it: for the synthetic source it is the same
+    if recorded != fp:
+        built_from = recorded[:16] or "inputs it does not record"
+        warnings.warn(f"cached cohort at {folder} was built from {built_from}, not {fp[:16]}; "
                       f"rebuilding it", CacheRebuiltWarning, stacklevel=3)
         shutil.rmtree(folder, ignore_errors=True)
         return None

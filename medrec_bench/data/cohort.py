@@ -26,6 +26,10 @@ class Cohort:
     ``visits``: one row per visit (patient_id, visit_id, visit_index, admittime, diagnoses/procedures/drugs as
     lists of vocabulary indices, ``profile_<field>`` indices). ``ddi``: bool [|M|, |M|] aligned with
     ``vocab.drugs``. ``smiles[i]``: SMILES strings of drug ``i`` (empty when none are known).
+
+    ``fingerprint`` identifies the cohort's content (it keys runs and trained models; see
+    :func:`medrec_bench.data.build.content_fingerprint`); ``source_fingerprint`` identifies the inputs it was built
+    from (it keys the cohort cache). For the synthetic source the two are the same.
     """
 
     name: str
@@ -35,15 +39,16 @@ class Cohort:
     ddi: np.ndarray
     smiles: tuple[tuple[str, ...], ...]
     meta: dict[str, Any] = field(default_factory=dict)
+    source_fingerprint: str = ""
 
     @classmethod
     def from_visits(cls, name: str, fingerprint: str, visits: pl.DataFrame, vocab: Vocabularies,
-                    meta: dict[str, Any]) -> "Cohort":
+                    meta: dict[str, Any], source_fingerprint: str = "") -> "Cohort":
         """Attach the DDI matrix and SMILES (from the vendored tables) to a visits frame and its vocabularies."""
         drugs = vocab.drugs.codes
         table = resources.atc3_smiles()
         return cls(name, fingerprint, visits, vocab, resources.ddi_matrix(drugs),
-                   tuple(table.get(d, ()) for d in drugs), meta)
+                   tuple(table.get(d, ()) for d in drugs), meta, source_fingerprint)
 
     @property
     def profile_fields(self) -> tuple[str, ...]:
@@ -96,6 +101,7 @@ class Cohort:
         meta = {
             "name": self.name,
             "fingerprint": self.fingerprint,
+            "source_fingerprint": self.source_fingerprint,
             "vocab": self.vocab.to_json(),
             "ddi_pairs": [[int(a), int(b)] for a, b in zip(rows, cols)],
             "smiles": [list(s) for s in self.smiles],
@@ -113,4 +119,4 @@ class Cohort:
             ddi[a, b] = ddi[b, a] = True
         visits = pl.read_parquet(folder / VISITS_FILE)
         return cls(data["name"], data["fingerprint"], visits, vocab, ddi,
-                   tuple(tuple(s) for s in data["smiles"]), data["meta"])
+                   tuple(tuple(s) for s in data["smiles"]), data["meta"], data.get("source_fingerprint", ""))
