@@ -550,5 +550,31 @@ def runs_import_cmd(archive: Path, store: Path, create_dirs: bool) -> None:
     click.echo(f"imported {added} run(s) into {store} ({present} already there)")
 
 
+@runs_group.command("delete")
+@click.argument("run_ids", nargs=-1, type=int)
+@_store_option
+@click.option("--model", default=None,
+              help="A model name, or one configuration as the leaderboard labels it, e.g. 'leader_t[1a2b3c4d]'.")
+@click.option("--data", default=None, help="Only this cohort (its name, e.g. synthetic-2000).")
+@click.option("--protocol", default=None, help="Only this protocol.")
+@click.option("--dry-run", is_flag=True, help="List the runs that would be deleted; delete nothing.")
+def runs_delete_cmd(run_ids: tuple[int, ...], store: Path, model: str | None, data: str | None,
+                    protocol: str | None, dry_run: bool) -> None:
+    """Delete runs (the given RUN_IDS, or all that match the filters) with their metrics and prediction files."""
+    from .pruning import delete_runs, select_runs
+    from .report import run_config
+
+    with _open_store(store) as db:
+        try:
+            runs = select_runs(db, ids=run_ids, model=model, data=data, protocol=protocol)
+        except ValueError as exc:
+            raise _Error(str(exc)) from None
+        for run in runs:
+            click.echo(f"{'would delete' if dry_run else 'deleting'} run {run.id}: {run.model}[{run_config(run)}] "
+                       f"{run.data} {run.protocol} seed {run.seed} ({run.status})")
+        n = len(runs) if dry_run else delete_runs(db, runs)
+    click.echo(f"{'would delete' if dry_run else 'deleted'} {n} run(s) from {store}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

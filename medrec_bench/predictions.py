@@ -104,3 +104,10 @@ def load_predictions(path: Path) -> Predictions:
     for i, target in enumerate(frame["target"].to_list()):
         y_true[i, target] = True
     return Predictions(y_true, y_prob, frame["patient_key"].to_numpy(), frame["n_visits"].to_numpy(), drugs)
+
+
+def delete_predictions(path: Path) -> None:
+    """Remove a prediction file written by :func:`save_predictions` and its sidecar (missing files are fine)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    path.with_suffix(".json").unlink(missing_ok=True)
